@@ -1,0 +1,234 @@
+"""The fleet's topology and policies, read from ``failover.toml`` and validated as a whole.
+
+Every mistake in the file becomes one ConfigError line that names the file and the key, so a
+bad deploy stops at start with something an operator can fix, not a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from bot.durations import parse_duration
+from bot.errors import ConfigError
+
+# Cloudflare's 13 geo regions, in the order its dashboard lists them.
+GEO_REGIONS: tuple[str, ...] = (
+    "WNAM", "ENAM", "NSAM", "SSAM", "WEU", "EEU", "ME", "NAF", "SAF", "OC", "SAS", "SEAS", "NEAS",
+)  # fmt: skip
+
+_CODES = re.compile(r"^([1-5]xx|[1-5]\d\d)(,\s*([1-5]xx|[1-5]\d\d))*$")
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+def _http_url(value: object) -> object:
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://gw.example.com)")
+        return value.rstrip("/")
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Origin(_Model):
+    name: str = Field(min_length=1)
+    url: HttpUrl
+    weight: float = Field(default=1.0, ge=0, le=1)
+    enabled: bool = True
+
+
+class Region(_Model):
+    name: str
+    role: str = "secondary"
+    pool: str = Field(min_length=1)
+    minimum_origins: int = Field(default=1, ge=1)
+    origins: list[Origin] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _enough_origins(self) -> Region:
+        if self.minimum_origins > len(self.origins):
+            raise ValueError(
+                f"minimum_origins is {self.minimum_origins} but the pool has only "
+                f"{len(self.origins)} origin(s)"
+            )
+        return self
+
+
+class MonitorSettings(_Model):
+    method: str = "GET"
+    path: str = "/health"
+    timeout: Seconds = 5.0
+    retries: int = Field(default=2, ge=0, le=5)
+    interval: Seconds = 30.0
+    expected_codes: str = "200"
+    expected_body: str = '"status":"healthy"'
+    consecutive_down: int = Field(default=2, ge=1)
+    consecutive_up: int = Field(default=2, ge=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _codes(self) -> MonitorSettings:
+        if not _CODES.match(self.expected_codes):
+            raise ValueError(
+                f"expected_codes: {self.expected_codes!r} is not a status code list "
+                "(e.g. \"200\", \"2xx\", \"200,204\")"
+            )
+        if not self.path.startswith("/"):
+            raise ValueError(f"path: {self.path!r} must start with /")
+        return self
+
+    def code_expected(self, code: int) -> bool:
+        for item in self.expected_codes.split(","):
+            item = item.strip()
+            if item.endswith("xx") and str(code)[0] == item[0]:
+                return True
+            if item == str(code):
+                return True
+        return False
+
+
+class Targets(_Model):
+    rto: Seconds = 30.0
+    rejoin: Seconds = 60.0
+
+
+class LoadBalancerSettings(_Model):
+    name: str = "foundation-gateway-lb"
+    hostname: str = "api.erlvinc.com"
+    steering_policy: str = "geo"
+    session_affinity: str = "ip_cookie"
+    default_pools: list[str] = Field(min_length=1)
+    fallback_pool: str
+    region_pools: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class StatusSettings(_Model):
+    deadline: Seconds = 2.5
+
+
+class Fleet(_Model):
+    """The whole topology: regions (each one pool of origins), monitor, steering and targets."""
+
+    regions: dict[str, Region] = Field(min_length=1)
+    monitor: MonitorSettings = MonitorSettings()
+    targets: Targets = Targets()
+    load_balancer: LoadBalancerSettings
+    status: StatusSettings = StatusSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_regions(cls, data: Any) -> Any:
+        # A region's name is its table key; copy it in so a Region stands on its own.
+        if isinstance(data, dict) and isinstance(data.get("regions"), dict):
+            data = dict(data)
+            data["regions"] = {
+                name: {**body, "name": name} if isinstance(body, dict) else body
+                for name, body in data["regions"].items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _references(self) -> Fleet:
+        known = ", ".join(self.regions)
+        pools: dict[str, str] = {}
+        origins: dict[str, str] = {}
+        for region in self.regions.values():
+            if region.pool in pools:
+                raise ValueError(
+                    f"regions.{region.name}.pool: duplicate pool name {region.pool!r} "
+                    f"(also region {pools[region.pool]})"
+                )
+            pools[region.pool] = region.name
+            for i, origin in enumerate(region.origins):
+                if origin.name in origins:
+                    raise ValueError(
+                        f"regions.{region.name}.origins[{i}].name: duplicate origin name "
+                        f"{origin.name!r} (also in region {origins[origin.name]})"
+                    )
+                origins[origin.name] = region.name
+        lb = self.load_balancer
+
+        def check(key: str, name: str) -> None:
+            if name not in self.regions:
+                raise ValueError(f"{key}: unknown region {name!r} (known: {known})")
+
+        for i, name in enumerate(lb.default_pools):
+            check(f"load_balancer.default_pools[{i}]", name)
+        check("load_balancer.fallback_pool", lb.fallback_pool)
+        for geo, names in lb.region_pools.items():
+            if geo not in GEO_REGIONS:
+                raise ValueError(
+                    f"load_balancer.region_pools.{geo}: unknown geo region "
+                    f"(Cloudflare's are {', '.join(GEO_REGIONS)})"
+                )
+            for i, name in enumerate(names):
+                check(f"load_balancer.region_pools.{geo}[{i}]", name)
+        return self
+
+    def region(self, name: str) -> Region:
+        return self.regions[name]
+
+    @property
+    def origins(self) -> list[tuple[Region, Origin]]:
+        return [(r, o) for r in self.regions.values() for o in r.origins]
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_fleet(data: dict[str, Any], source: str = "failover.toml") -> Fleet:
+    """Validate a parsed topology; the first problem becomes one ConfigError line."""
+    try:
+        return Fleet.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _key(tuple(err["loc"]))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is missing"
+        elif err["type"] == "extra_forbidden":
+            msg = "is not a known key (check its spelling)"
+        raise ConfigError(f"{source}: {key}: {msg}" if key else f"{source}: {msg}") from None
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate ``path``; a missing file or bad TOML is one ConfigError line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found (set FAILOVER_CONFIG to the topology file)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_fleet(data, str(path))

@@ -1,0 +1,179 @@
+"""Probes of the gateway origins over httpx, with the semantics of Cloudflare's monitor.
+
+An attempt is healthy when it answers an expected code with the expected body substring within
+the monitor's timeout (a total deadline: httpx's own timeouts are per phase). A failed attempt
+is re-asked at once up to ``retries`` times, as Cloudflare does, and the last failure is kept as
+evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import httpx
+
+from bot.fleet import MonitorSettings, Origin, Region
+from bot.observations import Outcome, ProbeResult
+
+MAX_BODY = 64 * 1024  # a health body is small; never buffer an unbounded answer
+MAX_CONCURRENCY = 64
+
+
+def _failing_checks(payload: object) -> dict[str, str]:
+    if isinstance(payload, dict) and isinstance(payload.get("checks"), dict):
+        return {k: str(v) for k, v in payload["checks"].items() if v != "ok"}
+    return {}
+
+
+def _parse_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def classify(monitor: MonitorSettings, code: int, body: bytes) -> tuple[Outcome, str, dict[str, str]]:
+    """The verdict on one answer: outcome, a reason an operator reads, the failing checks."""
+    payload = _parse_json(body)
+    checks = _failing_checks(payload)
+    named = ", ".join(f"{k} {v}" for k, v in checks.items())
+    if not monitor.code_expected(code):
+        if named:
+            return Outcome.HTTP_STATUS, f"HTTP {code}: {named}", checks
+        if code >= 500 and payload is None and body.strip():
+            return Outcome.HTTP_STATUS, f"HTTP {code} (body is not JSON)", checks
+        return Outcome.HTTP_STATUS, f"HTTP {code}", checks
+    if monitor.expected_body.encode() not in body:
+        if payload is None:
+            return Outcome.BAD_JSON, f"bad JSON in an HTTP {code} answer", checks
+        status = payload.get("status") if isinstance(payload, dict) else None
+        said = f" (status {status!r})" if status is not None else ""
+        detail = f": {named}" if named else ""
+        return (
+            Outcome.BODY_MISMATCH,
+            f"body lacks {monitor.expected_body}{said}{detail}",
+            checks,
+        )
+    return Outcome.HEALTHY, f"HTTP {code}", checks
+
+
+def _connect_reason(exc: httpx.ConnectError) -> tuple[Outcome, str]:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return Outcome.REFUSED, "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower():
+        return Outcome.REFUSED, "connection refused"
+    return Outcome.CONNECTION_ERROR, f"cannot connect: {text}"
+
+
+class Prober:
+    """Probes origins over one shared httpx client (connections are reused between probes)."""
+
+    def __init__(
+        self,
+        monitor: MonitorSettings,
+        client: httpx.AsyncClient | None = None,
+        max_concurrency: int = MAX_CONCURRENCY,
+    ) -> None:
+        self.monitor = monitor
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(
+            follow_redirects=True,
+            headers=monitor.headers,
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        )
+        self._slots = asyncio.Semaphore(max_concurrency)
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self.client.aclose()
+
+    async def _attempt(self, url: str) -> tuple[Outcome, str, int | None, dict[str, str], float]:
+        m = self.monitor
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(m.timeout):
+                async with self.client.stream(m.method, url + m.path, timeout=m.timeout) as resp:
+                    body = b""
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) >= MAX_BODY:
+                            break
+            outcome, reason, checks = classify(m, resp.status_code, body)
+            return outcome, reason, resp.status_code, checks, time.perf_counter() - started
+        except (TimeoutError, httpx.TimeoutException):
+            return Outcome.TIMEOUT, f"timeout after {m.timeout:g} s", None, {}, time.perf_counter() - started
+        except httpx.ConnectError as exc:
+            outcome, reason = _connect_reason(exc)
+            return outcome, reason, None, {}, time.perf_counter() - started
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            return (
+                Outcome.CONNECTION_ERROR,
+                f"connection reset ({type(exc).__name__})",
+                None,
+                {},
+                time.perf_counter() - started,
+            )
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Outcome.CONNECTION_ERROR, reason, None, {}, time.perf_counter() - started
+
+    async def probe(self, region: Region, origin: Origin) -> ProbeResult:
+        """One probe of ``origin``: up to 1 + retries attempts, stopping at the first healthy."""
+        async with self._slots:
+            at = datetime.now(UTC)
+            attempts = self.monitor.retries + 1
+            for attempt in range(1, attempts + 1):
+                outcome, reason, code, checks, latency = await self._attempt(origin.url)
+                if outcome is Outcome.HEALTHY:
+                    break
+            return ProbeResult(
+                region=region.name,
+                origin=origin.name,
+                url=origin.url,
+                outcome=outcome,
+                reason=reason,
+                at=at,
+                latency=latency,
+                status_code=code,
+                failing_checks=checks,
+                attempts=attempt,
+            )
+
+    async def probe_all(
+        self, targets: Iterable[tuple[Region, Origin]], budget: float | None = None
+    ) -> list[ProbeResult]:
+        """Probe every target concurrently; those not done within ``budget`` s say so."""
+        pairs = list(targets)
+        tasks = [asyncio.create_task(self.probe(r, o)) for r, o in pairs]
+        if not tasks:
+            return []
+        done, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+        results: list[ProbeResult] = []
+        now = datetime.now(UTC)
+        for (region, origin), task in zip(pairs, tasks, strict=True):
+            if task in done:
+                results.append(task.result())
+            else:
+                results.append(
+                    ProbeResult(
+                        region=region.name,
+                        origin=origin.name,
+                        url=origin.url,
+                        outcome=Outcome.NO_ANSWER,
+                        reason=f"no answer within {budget:g} s",
+                        at=now,
+                    )
+                )
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return results

@@ -1,0 +1,66 @@
+"""Block Kit as a terminal shows it: the demo prints exactly what Slack would be sent."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+EMOJI = {
+    ":large_green_circle:": "🟢",
+    ":large_yellow_circle:": "🟡",
+    ":red_circle:": "🔴",
+    ":white_circle:": "⚪",
+    ":grey_question:": "❔",
+    ":white_check_mark:": "✅",
+    ":rotating_light:": "🚨",
+    ":warning:": "⚠️ ",
+    ":boom:": "💥",
+}
+_EMOJI = re.compile(r":[a-z0-9_+-]+:")
+_LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
+_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+
+
+def _text(obj: Any) -> str:
+    if isinstance(obj, dict):
+        obj = obj.get("text", "")
+    text = _EMOJI.sub(lambda m: EMOJI.get(m.group(0), m.group(0)), str(obj))
+    text = _BOLD.sub(r"\1", text)  # a terminal has no bold to spare; Slack's *x* reads as noise
+    return _LINK.sub(r"\2 (\1)", text)
+
+
+def render_blocks(blocks: list[dict[str, Any]], buttons: list[dict[str, Any]] | None = None) -> str:
+    """Plain text for ``blocks``; buttons are numbered and appended to ``buttons`` if given."""
+    lines: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            title = _text(block["text"])
+            lines += [title, "═" * min(len(title) + 2, 72)]
+        elif kind == "section":
+            if "text" in block:
+                lines.append(_text(block["text"]))
+            for f in block.get("fields", []):
+                lines.append("  " + _text(f))
+            if block.get("accessory", {}).get("type") == "button":
+                lines.append(_button(block["accessory"], buttons))
+        elif kind == "context":
+            lines.append("  " + " · ".join(_text(e) for e in block.get("elements", [])))
+        elif kind == "divider":
+            lines.append("─" * 40)
+        elif kind == "actions":
+            lines.append("  ".join(_button(e, buttons) for e in block.get("elements", [])))
+    return "\n".join(lines)
+
+
+def _button(element: dict[str, Any], buttons: list[dict[str, Any]] | None) -> str:
+    if buttons is None:
+        return f"[{_text(element.get('text', ''))}]"
+    buttons.append(element)
+    return f"[{len(buttons)}: {_text(element.get('text', ''))}]"
+
+
+def render_message(message: dict[str, Any], buttons: list[dict[str, Any]] | None = None) -> str:
+    if message.get("blocks"):
+        return render_blocks(message["blocks"], buttons)
+    return _text(message.get("text", ""))

@@ -1,0 +1,55 @@
+"""Starting and stopping small aiohttp servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalServer:
+    """An aiohttp application listening on 127.0.0.1; ``port`` stays the same across restarts."""
+
+    def __init__(self, app: web.Application, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._site: web.TCPSite | None = None
+        self._set_up = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def listening(self) -> bool:
+        return self._site is not None
+
+    async def start(self) -> None:
+        if not self._set_up:
+            await self._runner.setup()
+            self._set_up = True
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
+            await self._site.start()
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket: new connections are refused, the app stays ready."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def close(self) -> None:
+        await self.stop_listening()
+        if self._set_up:
+            await self._runner.cleanup()
+            self._set_up = False

@@ -1,0 +1,76 @@
+"""The Bolt app: one ``/failover`` listener that acks at once, then answers through respond()."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.invocation import Invocation
+from bot.settings import Settings
+from bot.views.reply import Reply
+from commands.router import Router
+
+log = logging.getLogger(__name__)
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client: base URL from SLACK_API_URL, Slack's 429s and dropped connections retried."""
+    return AsyncWebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_base,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def invocation_from(body: dict[str, Any]) -> Invocation:
+    return Invocation(
+        user_id=str(body.get("user_id", "")),
+        user_name=str(body.get("user_name", "")),
+        team_id=str(body.get("team_id", "")),
+        channel_id=str(body.get("channel_id", "")),
+        text=str(body.get("text", "")),
+    )
+
+
+async def send(respond: AsyncRespond, reply: Reply) -> None:
+    await respond(
+        text=reply.text,
+        blocks=reply.block_dicts(),
+        response_type="in_channel" if reply.public else "ephemeral",
+    )
+
+
+def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = False) -> AsyncApp:
+    app = AsyncApp(
+        client=web_client(settings),
+        signing_secret=settings.slack_signing_secret,
+        # Over Socket Mode nothing is signed: Slack's websocket is the authentication.
+        request_verification_enabled=not socket_mode,
+    )
+
+    @app.command("/failover")
+    async def on_failover(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()  # within Slack's 3 s, before any work
+        reply = await router.handle(invocation_from(body))
+        try:
+            await send(respond, reply)
+        except Exception:
+            log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("unhandled Slack request [error_id=%s]: %r", uuid.uuid4().hex[:8], error)
+
+    return app

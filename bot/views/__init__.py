@@ -1,0 +1,1 @@
+"""Block Kit builders: domain objects in, Slack messages out (no Bolt, no I/O)."""

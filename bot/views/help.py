@@ -1,0 +1,25 @@
+"""``/failover help``: every subcommand with its usage, from the command modules themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from bot.views.reply import Reply, context, section
+
+
+class Described(Protocol):
+    name: str
+    usage: str
+    summary: str
+
+
+def help_reply(commands: Iterable[Described], regions: Iterable[str]) -> Reply:
+    lines = [f"`/failover {c.usage}`\n{c.summary}" for c in commands]
+    blocks = [
+        section("*Failover bot*: health and failover operations for the gateway."),
+        section("\n\n".join(lines)),
+        context(f"Regions: {', '.join(f'`{r}`' for r in regions)}  ·  times are UTC"),
+    ]
+    text = "Commands: " + "; ".join(f"/failover {c.usage}" for c in commands)
+    return Reply(text=text, blocks=blocks)

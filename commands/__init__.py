@@ -1,0 +1,1 @@
+"""One module per ``/failover`` subcommand: parse -> authorize -> call a service -> view."""

@@ -1,0 +1,81 @@
+"""The one ``/failover`` entry point: words -> subcommand -> reply, every outcome audited.
+
+It never raises: bad input becomes a usage answer, anything unexpected is logged with an id
+that the user is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot.errors import UsageError
+from bot.views.errors import internal_error, usage_error
+from bot.views.reply import Reply
+from commands import help, status
+from commands.base import Command, Context, Invocation, Services
+from commands.parsing import tokenize
+
+log = logging.getLogger(__name__)
+
+COMMANDS: tuple[Command, ...] = (status.COMMAND, help.COMMAND)
+
+
+class AuditTrail(Protocol):
+    async def record_command(
+        self, invocation: Invocation, outcome: str, detail: str, error_id: str | None, seconds: float
+    ) -> None: ...
+
+
+def new_error_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+class Router:
+    def __init__(
+        self, services: Services, audit: AuditTrail, commands: Sequence[Command] = COMMANDS
+    ) -> None:
+        self.services = services
+        self.audit = audit
+        self.commands = {c.name: c for c in commands}
+
+    def _unknown(self, word: str) -> Reply:
+        names = ", ".join(f"`{n}`" for n in self.commands)
+        return usage_error(
+            f"`{word}` is not a /failover command. Commands: {names}.", "/failover help"
+        )
+
+    async def _dispatch(self, ctx: Context, words: list[str]) -> Reply:
+        if not words:
+            return await self.commands["help"].run([], ctx)
+        command = self.commands.get(words[0].lower())
+        if command is None:
+            return self._unknown(words[0])
+        try:
+            return await command.run(words[1:], ctx)
+        except UsageError as exc:
+            return usage_error(str(exc), exc.usage and f"/failover {exc.usage}")
+
+    async def handle(self, invocation: Invocation) -> Reply:
+        started = time.perf_counter()
+        error_id: str | None = None
+        ctx = Context(invocation, self.services, tuple(self.commands.values()))
+        try:
+            reply = await self._dispatch(ctx, tokenize(invocation.text))
+        except UsageError as exc:
+            reply = usage_error(str(exc), "/failover help")
+        except Exception:
+            error_id = new_error_id()
+            log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)
+            reply = internal_error(error_id)
+        try:
+            await self.audit.record_command(
+                invocation, reply.outcome, reply.text[:500], error_id, time.perf_counter() - started
+            )
+        except Exception:
+            audit_id = new_error_id()
+            log.exception("audit write failed [error_id=%s] text=%r", audit_id, invocation.text)
+        return reply

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions, packaged so that an installed bot can migrate."""
