@@ -19,9 +19,10 @@ _SLACK_ESCAPE = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
 
 
 def normalize(text: str) -> str:
+    # Links and mentions first: their brackets are Slack's, while &lt; stands for a typed "<".
+    text = _SLACK_ESCAPE.sub(lambda m: m.group(2) or m.group(1), text)
     text = html.unescape(text).translate(_TYPOGRAPHY)
-    text = _DASH_FLAG.sub(r"\1--", text)
-    return _SLACK_ESCAPE.sub(lambda m: m.group(2) or m.group(1), text).strip()
+    return _DASH_FLAG.sub(r"\1--", text).strip()
 
 
 def tokenize(text: str) -> list[str]:

@@ -22,7 +22,8 @@ class LocalServer:
     def __init__(self, app: web.Application, port: int | None = None) -> None:
         self.app = app
         self.port = port or free_port()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Sandbox servers may hold slow requests; closing must not wait for them.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
         self._site: web.TCPSite | None = None
         self._set_up = False
 

@@ -1,0 +1,126 @@
+"""Shared fixtures: the topology, the sandbox world, databases, and a bot served over HTTP."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from bot.assembly import Bot, build_bot
+from bot.db import schema
+from bot.db.engine import create_engine
+from bot.fleet import Fleet, load_fleet
+from bot.sandbox.servers import LocalServer
+from bot.sandbox.slack_client import SlackUser
+from bot.sandbox.world import Sandbox
+from bot.settings import Settings
+from bot.slack.server import build_web_app
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "failover.toml"
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return load_fleet(CONFIG)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    sandbox = Sandbox(CONFIG, tmp_path)
+    await sandbox.start()
+    yield sandbox
+    await sandbox.close()
+
+
+async def _postgres_database() -> tuple[str, str] | None:
+    """A throwaway database on TEST_DATABASE_URL's server: (its URL, its name)."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return None
+    base = make_url(url).set(drivername="postgresql")
+    name = f"failover_t_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(base.render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return base.set(database=name).render_as_string(hide_password=False), name
+
+
+async def _drop_postgres_database(name: str) -> None:
+    base = make_url(os.environ["TEST_DATABASE_URL"]).set(drivername="postgresql")
+    conn = await asyncpg.connect(base.render_as_string(hide_password=False))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, and PostgreSQL where TEST_DATABASE_URL names a server."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/test.db"
+        return
+    made = await _postgres_database()
+    if made is None:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not")
+        pytest.skip("PostgreSQL case: set TEST_DATABASE_URL to run it (CI does)")
+    url, name = made
+    yield url
+    await _drop_postgres_database(name)
+
+
+@pytest.fixture
+async def migrated_url(database_url: str) -> str:
+    engine = create_engine(database_url)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    return database_url
+
+
+@dataclass
+class Served:
+    bot: Bot
+    world: Sandbox
+    server: LocalServer
+    user: SlackUser
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.server.url}/slack/events"
+
+
+def sandbox_settings(world: Sandbox, database_url: str) -> Settings:
+    return Settings(
+        slack_bot_token=world.bot_token,
+        slack_signing_secret=world.signing_secret,
+        slack_api_url=world.slack.api_url,
+        database_url=database_url,
+        failover_config=str(world.config_path),
+    )
+
+
+@pytest.fixture
+async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
+    """The bot on the sandbox, over HTTP, on a migrated SQLite file."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
+    engine = create_engine(url)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    bot = await build_bot(sandbox_settings(world, url))
+    server = LocalServer(build_web_app(bot.slack))
+    await server.start()
+    user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
+    yield Served(bot, world, server, user)
+    await user.aclose()
+    await server.close()
+    await bot.aclose()

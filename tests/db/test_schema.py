@@ -1,0 +1,71 @@
+"""Migrations up, down and up again on SQLite and PostgreSQL; serve refuses an old schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect, select
+
+from bot.assembly import build_bot
+from bot.db import schema
+from bot.db.audit import SqlAuditTrail
+from bot.db.engine import create_engine, sessionmaker
+from bot.db.models import AuditEntry
+from bot.errors import SchemaOutOfDate
+from bot.invocation import Invocation
+from bot.sandbox.world import Sandbox
+
+from ..conftest import sandbox_settings
+
+
+async def tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    await engine.dispose()
+    return names
+
+
+async def test_up_down_up(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert await schema.current_revision(engine) is None
+        await schema.upgrade(engine)
+        assert await schema.current_revision(engine) == schema.head_revision()
+        assert "audit_entries" in await tables(database_url)
+        await schema.downgrade(engine, "base")
+        assert await schema.current_revision(engine) is None
+        assert "audit_entries" not in await tables(database_url)
+        await schema.upgrade(engine)
+        await schema.ensure_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_audit_round_trip_keeps_utc(migrated_url: str) -> None:
+    engine = create_engine(migrated_url)
+    trail = SqlAuditTrail(sessionmaker(engine))
+    at = datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC)
+    await trail.record_command(
+        Invocation(user_id="U1", text="status", channel_id="C1", received_at=at), "ok", "fine", None, 0.2
+    )
+    [row] = await trail.recent()
+    assert (row.user_id, row.text, row.outcome, row.at) == ("U1", "status", "ok", at)
+    async with sessionmaker(engine)() as session:
+        assert (await session.scalar(select(AuditEntry.detail))) == "fine"
+    await engine.dispose()
+
+
+async def test_serve_refuses_an_unmigrated_database(world: Sandbox, database_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate, match="run `failover-bot migrate` first"):
+        await build_bot(sandbox_settings(world, database_url))
+
+
+async def test_serve_refuses_an_older_schema(world: Sandbox, migrated_url: str) -> None:
+    engine = create_engine(migrated_url)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zzzz'")
+    await engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="at zzzz, which this bot does not know"):
+        await build_bot(sandbox_settings(world, migrated_url))

@@ -1,0 +1,49 @@
+"""The demo, as a person would run it, from a script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import ROOT
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def run_demo(script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "demo", "--script", str(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_demo_script_shows_break_and_heal() -> None:
+    done = run_demo(SCRIPTS / "status.txt")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Traceback" not in out + done.stderr
+    verdicts = [line.removeprefix("│ ") for line in out.splitlines() if line.startswith(("│ ✅", "│ 🚨"))]
+    assert verdicts == [
+        "✅ all healthy",
+        "🚨 eu-west down: d1 error",
+        "🚨 eu-west down: d1 error",  # the public one
+        "🚨 eu-west down: d1 error",  # ... as the channel shows it
+        "✅ all healthy",
+    ]
+    assert "(eu-west gateway is now degraded (d1 error))" in out
+    assert "posted in #failover" in out
+    assert "`frobnicate` is not a /failover command" in out
+    assert "Unknown region `mars`" in out
+
+
+def test_demo_script_with_a_bad_line_fails(tmp_path: Path) -> None:
+    script = tmp_path / "bad.txt"
+    script.write_text("break mars down\n/failover help\n")
+    done = run_demo(script)
+    assert done.returncode == 1
+    assert "(demo: unknown region 'mars' (regions: us-east, eu-west, apac-sg))" in done.stdout
+    assert "/failover status [region] [public]" in done.stdout  # it went on after the bad line

@@ -1,0 +1,129 @@
+"""The Slack path over real HTTP: signed commands in, replies out through the response URL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from sqlalchemy import select
+
+from bot.db.engine import sessionmaker
+from bot.db.models import AuditEntry
+from bot.sandbox.render import render_message
+
+from ..conftest import Served
+
+
+def text_of(reply: dict[str, Any]) -> str:
+    return render_message(reply)
+
+
+async def test_status_names_regions_and_states_after_a_break(served: Served) -> None:
+    await served.world.gateways["eu-west"].set_mode("degraded", check="d1")
+    exchange = await served.user.command("status")
+    assert exchange.status == 200
+    assert exchange.ack_seconds < 1.0
+    [reply] = exchange.replies
+    assert reply["response_type"] == "ephemeral"
+    shown = text_of(reply)
+    assert shown.splitlines()[0] == "🚨 eu-west down: d1 error"
+    assert "🟢 us-east (primary) · pool `foundation-us-east` · healthy" in shown
+    assert "🔴 eu-west (secondary) · pool `foundation-eu-west` · down" in shown
+    assert "`gateway-eu-west` HTTP 503: d1 error" in shown
+    assert "🟢 apac-sg (tertiary)" in shown
+
+
+async def test_status_all_healthy_and_one_region(served: Served) -> None:
+    [reply] = (await served.user.command("status")).replies
+    assert text_of(reply).startswith("✅ all healthy")
+    [reply] = (await served.user.command("status APAC-SG")).replies
+    shown = text_of(reply)
+    assert "apac-sg" in shown and "us-east" not in shown and "eu-west" not in shown
+
+
+async def test_status_public_is_posted_in_the_channel(served: Served) -> None:
+    exchange = await served.user.command("status public", channel="C0OPS")
+    [reply] = exchange.replies
+    assert reply["response_type"] == "in_channel"
+    assert served.world.slack.channels["C0OPS"][0]["text"].endswith("all healthy")
+
+
+async def test_status_answers_within_its_deadline_with_a_slow_origin(served: Served) -> None:
+    await served.world.gateways["apac-sg"].set_mode("slow", delay=6)
+    exchange = await served.user.command("status")
+    [reply] = exchange.replies
+    assert exchange.reply_seconds is not None and exchange.reply_seconds < 2.5 + 0.5
+    shown = text_of(reply)
+    assert "apac-sg unknown: no answer within 2.2 s" in shown.splitlines()[0]
+    assert "🟢 us-east" in shown
+
+
+async def test_bad_input_gets_short_ephemeral_answers(served: Served) -> None:
+    cases = {
+        "frobnicate": "`frobnicate` is not a /failover command. Commands: `status`, `help`.",
+        "status mars": "Unknown region `mars`. Known regions: `us-east`, `eu-west`, `apac-sg`.",
+        "drill eu-west": "`drill` is not a /failover command.",
+        'status "eu-west': "A quote is not closed.",
+    }
+    for text, expected in cases.items():
+        [reply] = (await served.user.command(text)).replies
+        assert reply["response_type"] == "ephemeral"
+        assert expected in text_of(reply), text
+        assert "Traceback" not in str(reply)
+
+
+async def test_help_lists_every_subcommand(served: Served) -> None:
+    for text in ("help", ""):
+        [reply] = (await served.user.command(text)).replies
+        shown = text_of(reply)
+        for command in served.bot.router.commands.values():
+            assert f"/failover {command.usage}" in shown
+
+
+async def test_smart_punctuation_is_forgiven(served: Served) -> None:
+    [reply] = (await served.user.command("status \u201ceu-west\u201d")).replies
+    assert "eu-west" in text_of(reply) and "Unknown" not in text_of(reply)
+
+
+async def test_every_command_is_audited(served: Served) -> None:
+    await served.user.command("status eu-west", user="U0ALICE")
+    await served.user.command("status mars", user="U0BOB")
+    sessions = sessionmaker(served.bot.engine)
+    async with sessions() as session:
+        rows = list(await session.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+    assert [(r.user_id, r.text, r.outcome) for r in rows] == [
+        ("U0ALICE", "status eu-west", "ok"),
+        ("U0BOB", "status mars", "rejected"),
+    ]
+    assert rows[0].channel_id == "C0FAILOVER" and rows[0].team_id == "T0SANDBOX"
+    assert rows[0].at.tzinfo is not None
+
+
+def _form(text: str = "status") -> str:
+    return urlencode({"command": "/failover", "text": text, "user_id": "U1", "response_url": "http://127.0.0.1:9/x"})
+
+
+async def test_bad_signature_is_401(served: Served) -> None:
+    body = _form()
+    headers = served.user.signed_headers(body)
+    headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(served.events_url, content=body, headers=headers)).status_code == 401
+        unsigned = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert (await http.post(served.events_url, content=body, headers=unsigned)).status_code == 401
+
+
+async def test_stale_timestamp_is_401(served: Served) -> None:
+    body = _form()
+    stale = served.user.signed_headers(body, timestamp=int(time.time()) - 6 * 60)
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(served.events_url, content=body, headers=stale)).status_code == 401
+    assert served.world.slack.calls == []  # nothing was done for it
+
+
+async def test_healthz(served: Served) -> None:
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{served.server.url}/healthz")
+    assert resp.status_code == 200 and resp.json() == {"ok": True}
