@@ -39,10 +39,10 @@ async def serve(socket_mode: bool) -> None:
             from bot.slack.socket_mode import socket_mode_handler
 
             handler = socket_mode_handler(bot.slack, settings)
-            await handler.connect_async()
+            await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("serving over Socket Mode")
             await _until_stopped()
-            await handler.close_async()
+            await handler.close_async()  # type: ignore[no-untyped-call]
         else:
             from bot.slack.server import build_web_app
 
@@ -99,15 +99,30 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="failover-bot", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve Slack: HTTP mode on $PORT, or --socket-mode")
-    s.add_argument("--socket-mode", action="store_true", help="connect over Socket Mode (needs SLACK_APP_TOKEN)")
+    s.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="connect over Socket Mode (needs SLACK_APP_TOKEN)",
+    )
     m = sub.add_parser("migrate", help="upgrade the database schema (DATABASE_URL)")
-    m.add_argument("--downgrade", metavar="REVISION", help="go down to REVISION instead (base: empty)")
+    m.add_argument(
+        "--downgrade", metavar="REVISION", help="go down to REVISION instead (base: empty)"
+    )
     sub.add_parser("check", help="validate the settings and failover.toml, then exit")
-    for name, text in (("sandbox", "run the sandbox world alone"), ("demo", "the sandbox, the bot and a console")):
+    for name, text in (
+        ("sandbox", "run the sandbox world alone"),
+        ("demo", "the sandbox, the bot and a console"),
+    ):
         c = sub.add_parser(name, help=text)
-        c.add_argument("--config", default="failover.toml", help="the topology to mirror (default: failover.toml)")
+        c.add_argument(
+            "--config",
+            default="failover.toml",
+            help="the topology to mirror (default: failover.toml)",
+        )
         if name == "demo":
-            c.add_argument("--script", metavar="FILE", help="run the console lines in FILE, then exit")
+            c.add_argument(
+                "--script", metavar="FILE", help="run the console lines in FILE, then exit"
+            )
     return p
 
 

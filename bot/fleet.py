@@ -89,7 +89,7 @@ class MonitorSettings(_Model):
         if not _CODES.match(self.expected_codes):
             raise ValueError(
                 f"expected_codes: {self.expected_codes!r} is not a status code list "
-                "(e.g. \"200\", \"2xx\", \"200,204\")"
+                '(e.g. "200", "2xx", "200,204")'
             )
         if not self.path.startswith("/"):
             raise ValueError(f"path: {self.path!r} must start with /")

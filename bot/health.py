@@ -36,7 +36,9 @@ def _parse_json(body: bytes) -> object:
         return None
 
 
-def classify(monitor: MonitorSettings, code: int, body: bytes) -> tuple[Outcome, str, dict[str, str]]:
+def classify(
+    monitor: MonitorSettings, code: int, body: bytes
+) -> tuple[Outcome, str, dict[str, str]]:
     """The verdict on one answer: outcome, a reason an operator reads, the failing checks."""
     payload = _parse_json(body)
     checks = _failing_checks(payload)
@@ -87,7 +89,9 @@ class Prober:
         self.client = client or httpx.AsyncClient(
             follow_redirects=True,
             headers=monitor.headers,
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            limits=httpx.Limits(
+                max_connections=max_concurrency, max_keepalive_connections=max_concurrency
+            ),
         )
         self._slots = asyncio.Semaphore(max_concurrency)
 
@@ -109,7 +113,13 @@ class Prober:
             outcome, reason, checks = classify(m, resp.status_code, body)
             return outcome, reason, resp.status_code, checks, time.perf_counter() - started
         except (TimeoutError, httpx.TimeoutException):
-            return Outcome.TIMEOUT, f"timeout after {m.timeout:g} s", None, {}, time.perf_counter() - started
+            return (
+                Outcome.TIMEOUT,
+                f"timeout after {m.timeout:g} s",
+                None,
+                {},
+                time.perf_counter() - started,
+            )
         except httpx.ConnectError as exc:
             outcome, reason = _connect_reason(exc)
             return outcome, reason, None, {}, time.perf_counter() - started
@@ -129,10 +139,11 @@ class Prober:
         """One probe of ``origin``: up to 1 + retries attempts, stopping at the first healthy."""
         async with self._slots:
             at = datetime.now(UTC)
-            attempts = self.monitor.retries + 1
-            for attempt in range(1, attempts + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 outcome, reason, code, checks, latency = await self._attempt(origin.url)
-                if outcome is Outcome.HEALTHY:
+                if outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
                     break
             return ProbeResult(
                 region=region.name,

@@ -50,7 +50,9 @@ class FleetStatus:
         """One line on top: "all healthy" or "eu-west down: d1 error"."""
         bad = [r for r in self.regions if r.state is not PoolState.HEALTHY]
         if not bad:
-            return "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"
+            return (
+                "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"
+            )
         return "; ".join(f"{r.region.name} {r.state}: {r.summary}" for r in bad)
 
 
@@ -72,7 +74,9 @@ class StatusService:
         for result in results:
             by_region[result.region].append(result)
         return FleetStatus(
-            regions=[RegionStatus(r, pool_state(by_region[r.name]), by_region[r.name]) for r in chosen],
+            regions=[
+                RegionStatus(r, pool_state(by_region[r.name]), by_region[r.name]) for r in chosen
+            ],
             checked_at=datetime.now(UTC),
             elapsed=time.perf_counter() - started,
         )

@@ -29,7 +29,7 @@ def tokenize(text: str) -> list[str]:
     try:
         return shlex.split(normalize(text))
     except ValueError:
-        raise UsageError("A quote is not closed. Put a closing \" after the quoted words.") from None
+        raise UsageError('A quote is not closed. Put a closing " after the quoted words.') from None
 
 
 def pick(word: str, choices: Iterable[str]) -> str | None:

@@ -26,7 +26,12 @@ COMMANDS: tuple[Command, ...] = (status.COMMAND, help.COMMAND)
 
 class AuditTrail(Protocol):
     async def record_command(
-        self, invocation: Invocation, outcome: str, detail: str, error_id: str | None, seconds: float
+        self,
+        invocation: Invocation,
+        outcome: str,
+        detail: str,
+        error_id: str | None,
+        seconds: float,
     ) -> None: ...
 
 

@@ -13,7 +13,9 @@ import httpx
 
 from .conftest import ROOT
 
-CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_URL", "FAILOVER_"))}
+CLEAN = {
+    k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_URL", "FAILOVER_"))
+}
 
 
 def bot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,15 @@ from bot.durations import format_duration, parse_duration
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("2.5s", 2.5), ("500ms", 0.5), ("5m", 300), ("2h", 7200), ("1m30s", 90), ("1d", 86400)],
+    [
+        ("30s", 30),
+        ("2.5s", 2.5),
+        ("500ms", 0.5),
+        ("5m", 300),
+        ("2h", 7200),
+        ("1m30s", 90),
+        ("1d", 86400),
+    ],
 )
 def test_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

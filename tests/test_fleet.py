@@ -70,7 +70,9 @@ def test_duplicate_pool_name() -> None:
 def test_duplicate_origin_name() -> None:
     data = _data()
     data["regions"]["apac-sg"]["origins"][0]["name"] = "gateway-us-east"
-    assert "regions.apac-sg.origins[0].name: duplicate origin name 'gateway-us-east'" in _error(data)
+    assert "regions.apac-sg.origins[0].name: duplicate origin name 'gateway-us-east'" in _error(
+        data
+    )
 
 
 def test_bad_url() -> None:
@@ -115,7 +117,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_bad_toml(tmp_path: Path) -> None:
     path = tmp_path / "failover.toml"
     path.write_text("[regions\n")
-    with pytest.raises(ConfigError, match="failover.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"failover\.toml: not valid TOML"):
         load_fleet(path)
 
 

@@ -40,7 +40,9 @@ async def test_healthy(prober: Prober, sandbox_fleet: Fleet) -> None:
     assert result.attempts == 1
 
 
-async def test_degraded_names_the_failing_check(prober: Prober, sandbox_fleet: Fleet, world: Sandbox) -> None:
+async def test_degraded_names_the_failing_check(
+    prober: Prober, sandbox_fleet: Fleet, world: Sandbox
+) -> None:
     await world.gateways["eu-west"].set_mode("degraded", check="kv")
     result = await probe(prober, sandbox_fleet, "eu-west")
     assert result.outcome is Outcome.HTTP_STATUS
@@ -83,7 +85,7 @@ async def test_body_mismatch(prober: Prober, sandbox_fleet: Fleet, world: Sandbo
     await world.gateways["eu-west"].set_mode("wrongbody")
     result = await probe(prober, sandbox_fleet, "eu-west")
     assert result.outcome is Outcome.BODY_MISMATCH
-    assert result.reason == "body lacks \"status\":\"healthy\" (status 'ok')"
+    assert result.reason == 'body lacks "status":"healthy" (status \'ok\')'
 
 
 async def test_bad_json(prober: Prober, sandbox_fleet: Fleet, world: Sandbox) -> None:
@@ -113,7 +115,9 @@ async def test_all_origins_are_probed_concurrently(
     assert time.perf_counter() - started < 0.8  # one at a time would take 0.9 s
 
 
-async def test_budget_marks_unanswered(prober: Prober, sandbox_fleet: Fleet, world: Sandbox) -> None:
+async def test_budget_marks_unanswered(
+    prober: Prober, sandbox_fleet: Fleet, world: Sandbox
+) -> None:
     await world.gateways["apac-sg"].set_mode("slow", delay=3)
     results = await prober.probe_all(sandbox_fleet.origins, budget=0.3)
     by_region = {r.region: r for r in results}
@@ -144,7 +148,7 @@ def test_classify_healthy_needs_code_and_body() -> None:
     degraded = b'{"status":"degraded","checks":{"d1":"error","kv":"ok","services":"degraded"}}'
     assert classify(m, 503, degraded)[1] == "HTTP 503: d1 error, services degraded"
     assert classify(m, 200, degraded)[1] == (
-        "body lacks \"status\":\"healthy\" (status 'degraded'): d1 error, services degraded"
+        'body lacks "status":"healthy" (status \'degraded\'): d1 error, services degraded'
     )
     # Spaces after the colon defeat Cloudflare's substring match too.
     assert classify(m, 200, b'{"status": "healthy"}')[0] is Outcome.BODY_MISMATCH

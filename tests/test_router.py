@@ -29,7 +29,12 @@ class Audit:
         self.fail = fail
 
     async def record_command(
-        self, invocation: Invocation, outcome: str, detail: str, error_id: str | None, seconds: float
+        self,
+        invocation: Invocation,
+        outcome: str,
+        detail: str,
+        error_id: str | None,
+        seconds: float,
     ) -> None:
         if self.fail:
             raise OSError("disk full")
@@ -49,7 +54,9 @@ async def test_unexpected_error_shows_an_id_that_is_in_the_log(
     assert audit.rows == [("status", "error", found.group(1))]
 
 
-async def test_a_failing_audit_still_answers(fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_audit_still_answers(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR)
     router = Router(Services(fleet, Broken()), Audit(fail=True))
     reply = await router.handle(Invocation(user_id="U1", text="nope"))
@@ -59,6 +66,6 @@ async def test_a_failing_audit_still_answers(fleet: Fleet, caplog: pytest.LogCap
 
 def test_normalize_forgives_slack_typography() -> None:
     assert normalize("drain eu-west \u2014for 2h") == "drain eu-west --for 2h"
-    assert normalize("note 1 \u201cit\u2019s back\u201d") == "note 1 \"it's back\""
+    assert normalize("note 1 \u201cit\u2019s back\u201d") == 'note 1 "it\'s back"'
     assert normalize("status <#C123|ops> &lt;x&gt;") == "status ops <x>"
     assert tokenize("note 1 \u201cit is back\u201d") == ["note", "1", "it is back"]

@@ -8,7 +8,14 @@ from bot.db.engine import async_url
 from bot.errors import ConfigError
 from bot.settings import Settings, load_settings
 
-ENV = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "PORT", "DATABASE_URL", "SLACK_API_URL")
+ENV = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "PORT",
+    "DATABASE_URL",
+    "SLACK_API_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +40,8 @@ def test_missing_token_names_it() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings().require("slack_bot_token")
     assert str(caught.value) == (
-        "SLACK_BOT_TOKEN is not set: expected the bot token from the Slack app's OAuth page (xoxb-...)"
+        "SLACK_BOT_TOKEN is not set: "
+        "expected the bot token from the Slack app's OAuth page (xoxb-...)"
     )
 
 
@@ -58,7 +66,10 @@ def test_app_token_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("given", "used"),
     [
-        ("postgres://u:p@db.example.com:5432/bot", "postgresql+asyncpg://u:p@db.example.com:5432/bot"),
+        (
+            "postgres://u:p@db.example.com:5432/bot",
+            "postgresql+asyncpg://u:p@db.example.com:5432/bot",
+        ),
         ("postgresql://u@h/bot", "postgresql+asyncpg://u@h/bot"),
         ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
     ],
@@ -69,7 +80,7 @@ def test_database_urls(given: str, used: str) -> None:
 
 @pytest.mark.parametrize("given", ["not a url", "mysql://u@h/db"])
 def test_bad_database_url(given: str) -> None:
-    with pytest.raises(ConfigError, match="^DATABASE_URL"):
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL"):
         async_url(given)
 
 

@@ -14,7 +14,12 @@ class SqlAuditTrail:
         self.sessions = sessions
 
     async def record_command(
-        self, invocation: Invocation, outcome: str, detail: str, error_id: str | None, seconds: float
+        self,
+        invocation: Invocation,
+        outcome: str,
+        detail: str,
+        error_id: str | None,
+        seconds: float,
     ) -> None:
         async with self.sessions.begin() as session:
             session.add(

@@ -55,7 +55,11 @@ class Console:
     def show(self, messages: list[dict[str, Any]], where: str) -> None:
         self.buttons = []
         for message in messages:
-            kind = "only you see this" if message.get("response_type") != "in_channel" else "posted in #failover"
+            kind = (
+                "only you see this"
+                if message.get("response_type") != "in_channel"
+                else "posted in #failover"
+            )
             self.say(f"┌─ {where} ({kind})")
             for line in render_message(message, self.buttons).splitlines():
                 self.say(f"│ {line}")
@@ -75,7 +79,10 @@ class Console:
             elif not exchange.replies:
                 self.say("(no reply within 10 s)")
             else:
-                took = f"acked in {exchange.ack_seconds * 1000:.0f} ms, answered in {exchange.reply_seconds or 0:.2f} s"
+                took = (
+                    f"acked in {exchange.ack_seconds * 1000:.0f} ms, "
+                    f"answered in {exchange.reply_seconds or 0:.2f} s"
+                )
                 self.show(exchange.replies, f"failover bot · {took}")
         elif head == "break" and len(words) >= 3:
             await self._break(words[1], words[2], words[3:])
@@ -112,7 +119,10 @@ class Console:
     async def _break(self, region: str, mode: str, rest: list[str]) -> None:
         name = self._region(region)
         check = next((w for w in rest if w in CHECKS), None)
-        number = next((float(w.rstrip("s")) for w in rest if w.rstrip("s").replace(".", "", 1).isdigit()), None)
+        number = next(
+            (float(w.rstrip("s")) for w in rest if w.rstrip("s").replace(".", "", 1).isdigit()),
+            None,
+        )
         try:
             state = await self.world.gateways[name].set_mode(
                 mode,
@@ -144,7 +154,8 @@ async def _terminal_lines() -> AsyncIterator[str]:
 
 
 async def _script_lines(path: Path, out: TextIO) -> AsyncIterator[str]:
-    for line in path.read_text(encoding="utf-8").splitlines():
+    text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    for line in text.splitlines():
         if line.strip():
             print(f"> {line}", file=out, flush=True)
         yield line
@@ -173,8 +184,12 @@ async def run_demo(base_config: str, script: Path | None = None, out: TextIO = s
         failed = 0
         try:
             if script is None:
-                console.say("Failover bot demo: the bot, three sandbox gateways and Slack, on loopback.")
-                console.say(f"Regions: {', '.join(world.gateways)}. Type help, or /failover help.\n")
+                console.say(
+                    "Failover bot demo: the bot, three sandbox gateways and Slack, on loopback."
+                )
+                console.say(
+                    f"Regions: {', '.join(world.gateways)}. Type help, or /failover help.\n"
+                )
             lines = _script_lines(script, out) if script else _terminal_lines()
             async for line in lines:
                 try:

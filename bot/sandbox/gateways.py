@@ -120,7 +120,9 @@ class Gateway:
         if mode == "erroring":
             return web.Response(status=500, text="Internal Server Error")
         if mode == "badjson":
-            return web.Response(status=200, text='<html>"status":"healthy</html>', content_type="text/html")
+            return web.Response(
+                status=200, text='<html>"status":"healthy</html>', content_type="text/html"
+            )
         if mode == "wrongbody":
             return web.Response(status=200, text='{"status":"ok"}', content_type="application/json")
         code, body = health_body(self.region, self._failing_now())
@@ -158,11 +160,16 @@ class GatewayControl:
         gateway = self.gateways.get(region)
         if gateway is None:
             known = ", ".join(self.gateways)
-            return web.json_response({"error": f"unknown region {region!r} (known: {known})"}, status=404)
+            return web.json_response(
+                {"error": f"unknown region {region!r} (known: {known})"}, status=404
+            )
         try:
             body = await request.json()
             await gateway.set_mode(
-                str(body.get("mode", "healthy")), body.get("check"), body.get("delay"), body.get("period")
+                str(body.get("mode", "healthy")),
+                body.get("check"),
+                body.get("delay"),
+                body.get("period"),
             )
         except (ValueError, AttributeError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)

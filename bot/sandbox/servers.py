@@ -23,7 +23,9 @@ class LocalServer:
         self.app = app
         self.port = port or free_port()
         # Sandbox servers may hold slow requests; closing must not wait for them.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.2)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.2
+        )
         self._site: web.TCPSite | None = None
         self._set_up = False
 

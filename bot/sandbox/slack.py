@@ -9,6 +9,7 @@ live under ``/response/<id>``. ``/_sandbox/...`` lets a person or a test read wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -87,10 +88,8 @@ class SlackStandIn:
         args: dict[str, Any] = dict(parse_qsl(raw))
         for key in ("blocks", "attachments", "view"):
             if isinstance(args.get(key), str):
-                try:
+                with contextlib.suppress(ValueError):
                     args[key] = json.loads(args[key])
-                except ValueError:
-                    pass
         return args
 
     async def _api(self, request: web.Request) -> web.Response:
@@ -153,7 +152,9 @@ class SlackStandIn:
         return web.json_response({"url": self.new_response_url(request.query.get("channel", ""))})
 
     async def _list_calls(self, request: web.Request) -> web.Response:
-        return web.json_response([{"method": c.method, "args": c.args, "at": c.at} for c in self.calls])
+        return web.json_response(
+            [{"method": c.method, "args": c.args, "at": c.at} for c in self.calls]
+        )
 
     async def _list_channel(self, request: web.Request) -> web.Response:
         return web.json_response(self.channels.get(request.match_info["channel"], []))

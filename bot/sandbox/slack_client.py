@@ -49,13 +49,17 @@ class SlackUser:
         }
 
     async def _response_url(self, channel: str) -> str:
-        resp = await self.http.post(f"{self.slack_url}/_sandbox/response_urls", params={"channel": channel})
+        resp = await self.http.post(
+            f"{self.slack_url}/_sandbox/response_urls", params={"channel": channel}
+        )
         url: str = resp.json()["url"]
         return url
 
     async def _post(self, body: str, response_url: str, wait: float, expect: int) -> Exchange:
         started = time.perf_counter()
-        resp = await self.http.post(self.events_url, content=body, headers=self.signed_headers(body))
+        resp = await self.http.post(
+            self.events_url, content=body, headers=self.signed_headers(body)
+        )
         exchange = Exchange(resp.status_code, resp.text, time.perf_counter() - started)
         if resp.status_code != 200 or expect == 0:
             return exchange

@@ -53,7 +53,9 @@ class Sandbox:
             region["minimum_origins"] = 1
         parse_fleet(data, str(self.config_path))  # what we write must load
         self.workdir.mkdir(parents=True, exist_ok=True)
-        header = "# Written by `failover-bot sandbox`: the operator's topology on loopback gateways.\n"
+        header = (
+            "# Written by `failover-bot sandbox`: the operator's topology on loopback gateways.\n"
+        )
         self.config_path.write_text(header + tomli_w.dumps(data), encoding="utf-8")
 
     def endpoints(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client: base URL from SLACK_API_URL, Slack's 429s and dropped connections retried."""
+    """The Web API client on SLACK_API_URL; Slack's 429s and dropped connections are retried."""
     return AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_base,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from slack_sdk.models.blocks import Block
+
 from bot.views.reply import Reply, context, section
 
 
 def usage_error(message: str, usage: str | None = None) -> Reply:
-    blocks = [section(f":warning: {message}")]
+    blocks: list[Block] = [section(f":warning: {message}")]
     if usage and usage != "/failover help":
         blocks.append(context(f"Usage: `{usage}`  ·  `/failover help` lists every command"))
     else:

@@ -9,9 +9,10 @@ from bot.views.reply import Reply, context, section
 
 
 class Described(Protocol):
-    name: str
-    usage: str
-    summary: str
+    @property
+    def usage(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
 
 
 def help_reply(commands: Iterable[Described], regions: Iterable[str]) -> Reply:

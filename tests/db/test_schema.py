@@ -48,7 +48,11 @@ async def test_audit_round_trip_keeps_utc(migrated_url: str) -> None:
     trail = SqlAuditTrail(sessionmaker(engine))
     at = datetime(2026, 11, 26, 3, 0, 5, tzinfo=UTC)
     await trail.record_command(
-        Invocation(user_id="U1", text="status", channel_id="C1", received_at=at), "ok", "fine", None, 0.2
+        Invocation(user_id="U1", text="status", channel_id="C1", received_at=at),
+        "ok",
+        "fine",
+        None,
+        0.2,
     )
     [row] = await trail.recent()
     assert (row.user_id, row.text, row.outcome, row.at) == ("U1", "status", "ok", at)

@@ -26,7 +26,9 @@ def test_demo_script_shows_break_and_heal() -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Traceback" not in out + done.stderr
-    verdicts = [line.removeprefix("│ ") for line in out.splitlines() if line.startswith(("│ ✅", "│ 🚨"))]
+    verdicts = [
+        line.removeprefix("│ ") for line in out.splitlines() if line.startswith(("│ ✅", "│ 🚨"))
+    ]
     assert verdicts == [
         "✅ all healthy",
         "🚨 eu-west down: d1 error",

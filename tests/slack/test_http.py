@@ -102,7 +102,14 @@ async def test_every_command_is_audited(served: Served) -> None:
 
 
 def _form(text: str = "status") -> str:
-    return urlencode({"command": "/failover", "text": text, "user_id": "U1", "response_url": "http://127.0.0.1:9/x"})
+    return urlencode(
+        {
+            "command": "/failover",
+            "text": text,
+            "user_id": "U1",
+            "response_url": "http://127.0.0.1:9/x",
+        }
+    )
 
 
 async def test_bad_signature_is_401(served: Served) -> None:
@@ -110,9 +117,13 @@ async def test_bad_signature_is_401(served: Served) -> None:
     headers = served.user.signed_headers(body)
     headers["X-Slack-Signature"] = "v0=" + "0" * 64
     async with httpx.AsyncClient() as http:
-        assert (await http.post(served.events_url, content=body, headers=headers)).status_code == 401
+        assert (
+            await http.post(served.events_url, content=body, headers=headers)
+        ).status_code == 401
         unsigned = {"Content-Type": "application/x-www-form-urlencoded"}
-        assert (await http.post(served.events_url, content=body, headers=unsigned)).status_code == 401
+        assert (
+            await http.post(served.events_url, content=body, headers=unsigned)
+        ).status_code == 401
 
 
 async def test_stale_timestamp_is_401(served: Served) -> None:

@@ -25,7 +25,7 @@ async def test_socket_mode_uses_the_app_token_and_the_same_listeners(
         assert isinstance(handler, AsyncSocketModeHandler)
         assert handler.app is bot.slack
         assert handler.client.app_token == "xapp-1-A0-123-abc"
-        await handler.client.close()
+        await handler.client.close()  # type: ignore[no-untyped-call]
     finally:
         await bot.aclose()
 
@@ -34,7 +34,7 @@ async def test_socket_mode_without_app_token_says_so(world: Sandbox, migrated_ur
     settings = sandbox_settings(world, migrated_url)
     bot = await build_bot(settings, socket_mode=True)
     try:
-        with pytest.raises(ConfigError, match="^SLACK_APP_TOKEN is not set"):
+        with pytest.raises(ConfigError, match=r"^SLACK_APP_TOKEN is not set"):
             socket_mode_handler(bot.slack, settings)
     finally:
         await bot.aclose()
