@@ -1,0 +1,64 @@
+"""`failover-bot serve` as the Procfile runs it: a real process on $PORT, talking to the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+
+from bot.db import schema
+from bot.db.engine import create_engine
+from bot.sandbox.render import render_message
+from bot.sandbox.servers import free_port
+from bot.sandbox.slack_client import SlackUser
+from bot.sandbox.world import Sandbox
+
+from ..conftest import ROOT
+
+
+async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
+    world: Sandbox, tmp_path: Path
+) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
+    engine = create_engine(db)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLACK_")},
+        "SLACK_BOT_TOKEN": world.bot_token,
+        "SLACK_SIGNING_SECRET": world.signing_secret,
+        "SLACK_API_URL": world.slack.api_url,
+        "DATABASE_URL": db,
+        "FAILOVER_CONFIG": str(world.config_path),
+        "PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    user = SlackUser(f"{base}/slack/events", world.slack.url, world.signing_secret)
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    if (await http.get(f"{base}/healthz")).status_code == 200:
+                        break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+        await world.gateways["apac-sg"].set_mode("erroring")
+        exchange = await user.command("status")
+        assert exchange.status == 200
+        [reply] = exchange.replies
+        shown = render_message(reply)
+        assert shown.splitlines()[0] == "🚨 apac-sg down: HTTP 500 (body is not JSON)"
+        # The Web API base came from SLACK_API_URL: Bolt checked its token against the stand-in.
+        assert "auth.test" in [c.method for c in world.slack.calls]
+    finally:
+        await user.aclose()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
