@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -75,6 +76,14 @@ def _connect_reason(exc: httpx.ConnectError) -> tuple[Outcome, str]:
     return Outcome.CONNECTION_ERROR, f"cannot connect: {text}"
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    outcome: Outcome
+    reason: str
+    code: int | None = None
+    checks: dict[str, str] = field(default_factory=dict)
+
+
 class Prober:
     """Probes origins over one shared httpx client (connections are reused between probes)."""
 
@@ -99,9 +108,8 @@ class Prober:
         if self._own_client:
             await self.client.aclose()
 
-    async def _attempt(self, url: str) -> tuple[Outcome, str, int | None, dict[str, str], float]:
+    async def _attempt(self, url: str) -> _Verdict:
         m = self.monitor
-        started = time.perf_counter()
         try:
             async with asyncio.timeout(m.timeout):
                 async with self.client.stream(m.method, url + m.path, timeout=m.timeout) as resp:
@@ -111,29 +119,16 @@ class Prober:
                         if len(body) >= MAX_BODY:
                             break
             outcome, reason, checks = classify(m, resp.status_code, body)
-            return outcome, reason, resp.status_code, checks, time.perf_counter() - started
+            return _Verdict(outcome, reason, resp.status_code, checks)
         except (TimeoutError, httpx.TimeoutException):
-            return (
-                Outcome.TIMEOUT,
-                f"timeout after {m.timeout:g} s",
-                None,
-                {},
-                time.perf_counter() - started,
-            )
+            return _Verdict(Outcome.TIMEOUT, f"timeout after {m.timeout:g} s")
         except httpx.ConnectError as exc:
-            outcome, reason = _connect_reason(exc)
-            return outcome, reason, None, {}, time.perf_counter() - started
+            return _Verdict(*_connect_reason(exc))
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            return (
-                Outcome.CONNECTION_ERROR,
-                f"connection reset ({type(exc).__name__})",
-                None,
-                {},
-                time.perf_counter() - started,
-            )
+            return _Verdict(Outcome.CONNECTION_ERROR, f"connection reset ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return Outcome.CONNECTION_ERROR, reason, None, {}, time.perf_counter() - started
+            name = type(exc).__name__
+            return _Verdict(Outcome.CONNECTION_ERROR, f"{name}: {exc}" if str(exc) else name)
 
     async def probe(self, region: Region, origin: Origin) -> ProbeResult:
         """One probe of ``origin``: up to 1 + retries attempts, stopping at the first healthy."""
@@ -142,19 +137,21 @@ class Prober:
             attempt = 0
             while True:
                 attempt += 1
-                outcome, reason, code, checks, latency = await self._attempt(origin.url)
-                if outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
+                started = time.perf_counter()
+                verdict = await self._attempt(origin.url)
+                latency = time.perf_counter() - started
+                if verdict.outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
                     break
             return ProbeResult(
                 region=region.name,
                 origin=origin.name,
                 url=origin.url,
-                outcome=outcome,
-                reason=reason,
+                outcome=verdict.outcome,
+                reason=verdict.reason,
                 at=at,
                 latency=latency,
-                status_code=code,
-                failing_checks=checks,
+                status_code=verdict.code,
+                failing_checks=verdict.checks,
                 attempts=attempt,
             )
 
