@@ -19,3 +19,27 @@ class UsageError(FailoverBotError):
 
 class SchemaOutOfDate(FailoverBotError):
     """The database schema is older than the code."""
+
+
+class ProviderError(FailoverBotError):
+    """The load balancer's API failed; the message says what happened in an operator's words."""
+
+
+class ProviderAuthError(ProviderError):
+    """The API token was rejected, or lacks a permission."""
+
+
+class ProviderNotFound(ProviderError):
+    """An account, zone, pool or load balancer the bot was told about does not exist."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The API kept answering 429 after the client's retries."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The API could not be reached, timed out, or kept failing (5xx)."""
+
+
+class ProviderRejected(ProviderError):
+    """The API refused the request as malformed (4xx other than auth and 429)."""

@@ -124,6 +124,34 @@ class StatusSettings(_Model):
     deadline: Seconds = 2.5
 
 
+class ServedBy(_Model):
+    """How to tell which region served a request: a response header or a JSON field."""
+
+    header: str | None = None
+    json_field: str | None = None
+    values: dict[str, str] = Field(default_factory=dict)  # what it says -> region; same if empty
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServedBy:
+        if (self.header is None) == (self.json_field is None):
+            raise ValueError("set exactly one of header or json_field")
+        return self
+
+
+class PublicSettings(_Model):
+    """The public hostname as users reach it, and how to read which pool answered."""
+
+    url: HttpUrl
+    served_by: ServedBy | None = None
+    location: str = "the bot's location"
+    geo_header: str | None = None  # sandbox only: the header that names the caller's geo region
+
+
+class Relay(_Model):
+    geo: str
+    url: HttpUrl
+
+
 class Fleet(_Model):
     """The whole topology: regions (each one pool of origins), monitor, steering and targets."""
 
@@ -132,6 +160,8 @@ class Fleet(_Model):
     targets: Targets = Targets()
     load_balancer: LoadBalancerSettings
     status: StatusSettings = StatusSettings()
+    public: PublicSettings | None = None
+    relays: list[Relay] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -181,14 +211,27 @@ class Fleet(_Model):
                 )
             for i, name in enumerate(names):
                 check(f"load_balancer.region_pools.{geo}[{i}]", name)
+        if self.public is not None and self.public.served_by is not None:
+            for said, name in self.public.served_by.values.items():
+                check(f"public.served_by.values.{said}", name)
+        for i, relay in enumerate(self.relays):
+            if relay.geo not in GEO_REGIONS:
+                raise ValueError(
+                    f"relays[{i}].geo: unknown geo region {relay.geo!r} "
+                    f"(Cloudflare's are {', '.join(GEO_REGIONS)})"
+                )
         return self
+
+    def region_of_pool(self, pool_name: str) -> str | None:
+        return next((r.name for r in self.regions.values() if r.pool == pool_name), None)
 
     def region(self, name: str) -> Region:
         return self.regions[name]
 
     @property
-    def origins(self) -> list[tuple[Region, Origin]]:
-        return [(r, o) for r in self.regions.values() for o in r.origins]
+    def origins(self) -> list[tuple[str, Origin]]:
+        """Every origin with its region's name."""
+        return [(r.name, o) for r in self.regions.values() for o in r.origins]
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

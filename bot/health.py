@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from bot.fleet import MonitorSettings, Origin, Region
+from bot.fleet import MonitorSettings, Origin
 from bot.observations import Outcome, ProbeResult
 
 MAX_BODY = 64 * 1024  # a health body is small; never buffer an unbounded answer
@@ -130,7 +130,7 @@ class Prober:
             name = type(exc).__name__
             return _Verdict(Outcome.CONNECTION_ERROR, f"{name}: {exc}" if str(exc) else name)
 
-    async def probe(self, region: Region, origin: Origin) -> ProbeResult:
+    async def probe(self, region: str, origin: Origin) -> ProbeResult:
         """One probe of ``origin``: up to 1 + retries attempts, stopping at the first healthy."""
         async with self._slots:
             at = datetime.now(UTC)
@@ -143,7 +143,7 @@ class Prober:
                 if verdict.outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
                     break
             return ProbeResult(
-                region=region.name,
+                region=region,
                 origin=origin.name,
                 url=origin.url,
                 outcome=verdict.outcome,
@@ -156,9 +156,9 @@ class Prober:
             )
 
     async def probe_all(
-        self, targets: Iterable[tuple[Region, Origin]], budget: float | None = None
+        self, targets: Iterable[tuple[str, Origin]], budget: float | None = None
     ) -> list[ProbeResult]:
-        """Probe every target concurrently; those not done within ``budget`` s say so."""
+        """Probe every (region, origin) concurrently; those not done within ``budget`` s say so."""
         pairs = list(targets)
         tasks = [asyncio.create_task(self.probe(r, o)) for r, o in pairs]
         if not tasks:
@@ -174,7 +174,7 @@ class Prober:
             else:
                 results.append(
                     ProbeResult(
-                        region=region.name,
+                        region=region,
                         origin=origin.name,
                         url=origin.url,
                         outcome=Outcome.NO_ANSWER,

@@ -20,6 +20,11 @@ _EXPECTED = {
     "slack_channel": "a channel id for alerts (e.g. C0123456789)",
     "database_url": "a SQLAlchemy URL: sqlite+aiosqlite:///file.db or postgresql://user@host/db",
     "failover_config": "the path of failover.toml",
+    "cloudflare_api_token": "an API token with Load Balancing: Monitors and Pools Edit "
+    "(account) and Load Balancers Edit (zone)",
+    "cloudflare_account_id": "the 32-character account id from the Cloudflare dashboard",
+    "cloudflare_zone_id": "the 32-character zone id of the load balancer's hostname",
+    "cloudflare_base_url": "an http(s) URL (default https://api.cloudflare.com/client/v4)",
     "port": "a TCP port number from 1 to 65535",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
 }
@@ -39,6 +44,9 @@ class Settings(BaseSettings):
     cloudflare_account_id: str | None = None
     cloudflare_zone_id: str | None = None
     cloudflare_base_url: str | None = None
+    cloudflare_email: str | None = None
+    cloudflare_api_key: str | None = None
+    relay_token: str | None = None
     database_url: str = "sqlite+aiosqlite:///failover.db"
     failover_config: str = "failover.toml"
     port: int = Field(default=3000, ge=1, le=65535)
@@ -75,6 +83,21 @@ class Settings(BaseSettings):
         for name in names:
             if not getattr(self, name):
                 raise ConfigError(f"{name.upper()} is not set: expected {_EXPECTED[name]}")
+
+    @property
+    def cloudflare_configured(self) -> bool:
+        """True when the load balancer can be read; a half-set trio is a ConfigError."""
+        trio = ("cloudflare_api_token", "cloudflare_account_id", "cloudflare_zone_id")
+        if not any(getattr(self, name) for name in trio):
+            return False
+        self.require(*trio)
+        if self.cloudflare_email or self.cloudflare_api_key:
+            # The SDK then sends the global key and drops the token, whatever it is given.
+            raise ConfigError(
+                "CLOUDFLARE_EMAIL or CLOUDFLARE_API_KEY is set: unset them, the SDK would use them "
+                "instead of CLOUDFLARE_API_TOKEN"
+            )
+        return True
 
     @property
     def slack_api_base(self) -> str:

@@ -1,15 +1,26 @@
-"""The fleet's status as the bot's own probes see it, gathered within the status deadline."""
+"""The fleet's status from every angle, gathered at once within the status deadline.
+
+The bot's own probes, Cloudflare's view (pools, health, steering, monitor) with the routing table
+it implies, and what users get from the public hostname. Whatever has not answered by the
+deadline is reported as missing, with why.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot.balancer import LiveView, PoolInfo
+from bot.errors import ProviderError
 from bot.fleet import Fleet, Region
 from bot.health import Prober
+from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import PoolState, pool_state
 from bot.observations import ProbeResult
+from bot.routing import Route, routing_table
+from bot.userview import PublicCheck, UserView
 
 # Time kept back from the deadline for rendering and posting the answer.
 RENDER_MARGIN = 0.3
@@ -20,10 +31,13 @@ class RegionStatus:
     region: Region
     state: PoolState
     probes: list[ProbeResult]
+    pool: PoolInfo | None = None  # Cloudflare's view of the region's pool, when read
 
     @property
     def summary(self) -> str:
         """Why the region is not healthy, from its worst origins ("d1 error")."""
+        if self.state is PoolState.DISABLED:
+            return "disabled in Cloudflare"
         if self.state is PoolState.HEALTHY:
             return "healthy"
         reasons: list[str] = []
@@ -34,49 +48,175 @@ class RegionStatus:
             reasons.append(why if len(self.probes) == 1 else f"{p.origin}: {why}")
         return "; ".join(dict.fromkeys(reasons))
 
+    @property
+    def cloudflare_reasons(self) -> str:
+        if self.pool is None:
+            return ""
+        reasons = [
+            o.failure_reason for o in self.pool.origins if o.healthy is False and o.failure_reason
+        ]
+        return "; ".join(dict.fromkeys(reasons))
+
+    @property
+    def gray_failure(self) -> str | None:
+        """The bot's probes and Cloudflare disagree about this region: say how."""
+        if self.pool is None or not self.pool.enabled or self.pool.healthy is None:
+            return None
+        probes_pass = self.state is PoolState.HEALTHY
+        probes_fail = self.state in (PoolState.DOWN, PoolState.DEGRADED)
+        name = self.region.name
+        if probes_pass and self.pool.healthy is False:
+            why = f" ({self.cloudflare_reasons})" if self.cloudflare_reasons else ""
+            return (
+                f"Cloudflare marks {name} unhealthy{why} but the bot's probes pass: "
+                "its traffic is going elsewhere"
+            )
+        if probes_fail and self.pool.healthy is True:
+            return (
+                f"the bot's probes fail for {name} ({self.summary}) but Cloudflare marks it "
+                "healthy: users there may be getting errors"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class CloudflareRead:
+    view: LiveView | None
+    error: str | None = None  # why the view is missing
+
 
 @dataclass(frozen=True)
 class FleetStatus:
+    fleet: Fleet
     regions: list[RegionStatus]
     checked_at: datetime
-    elapsed: float  # seconds the probes took
+    elapsed: float  # seconds it took
+    cloudflare: CloudflareRead | None = None  # None: no Cloudflare credentials configured
+    public: list[PublicCheck] = field(default_factory=list)
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        if self.cloudflare is None or self.cloudflare.view is None:
+            return {}
+        return routing_table(self.cloudflare.view.load_balancer, self.cloudflare.view.pools)
+
+    def region_of_pool(self, pool_id: str | None) -> str:
+        view = self.cloudflare.view if self.cloudflare else None
+        pool = view.pools.get(pool_id) if view and pool_id else None
+        if pool is None:
+            return pool_id or "none"
+        return self.fleet.region_of_pool(pool.name) or pool.name
+
+    @property
+    def gray_failures(self) -> list[str]:
+        return [g for r in self.regions if (g := r.gray_failure)]
+
+    @property
+    def user_problems(self) -> list[str]:
+        problems = []
+        for check in self.public:
+            if check.error:
+                problems.append(f"{check.where}: {check.error}")
+            elif not check.ok:
+                problems.append(f"users at {check.where} get HTTP {check.status}")
+        return problems
 
     @property
     def healthy(self) -> bool:
-        return all(r.state is PoolState.HEALTHY for r in self.regions)
+        regions_ok = all(r.state is PoolState.HEALTHY for r in self.regions)
+        return regions_ok and not self.gray_failures and not self.user_problems
 
     @property
     def verdict(self) -> str:
-        """One line on top: "all healthy" or "eu-west down: d1 error"."""
-        bad = [r for r in self.regions if r.state is not PoolState.HEALTHY]
-        if not bad:
-            return (
-                "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"
-            )
-        return "; ".join(f"{r.region.name} {r.state}: {r.summary}" for r in bad)
+        """One line on top: gray failures first, then regions, then what users get."""
+        parts = [f"gray failure: {g}" for g in self.gray_failures]
+        parts += [
+            f"{r.region.name} {r.state}: {r.summary}"
+            for r in self.regions
+            if r.state is not PoolState.HEALTHY and not r.gray_failure
+        ]
+        parts += self.user_problems
+        moved: dict[str, list[str]] = {}
+        for geo, route in self.routes.items():
+            if route.failed_over or not route.healthy:
+                moved.setdefault(self.region_of_pool(route.pool_id), []).append(geo)
+        parts += [
+            f"traffic of {' '.join(geos)} {'falls back' if not all(self.routes[g].healthy for g in geos) else 'failed over'} to {to}"
+            for to, geos in moved.items()
+        ]
+        if parts:
+            return "; ".join(parts)
+        return "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"
 
 
 class StatusService:
-    """Probes every origin of the chosen regions at once and sums them up per region."""
+    """Probes, Cloudflare and the public hostname, all at once, cut off at the deadline."""
 
-    def __init__(self, fleet: Fleet, prober: Prober) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        prober: Prober,
+        loadbalancer: LoadBalancer | None = None,
+        userview: UserView | None = None,
+    ) -> None:
         self.fleet = fleet
         self.prober = prober
+        self.loadbalancer = loadbalancer
+        self.userview = userview
+
+    async def _cloudflare(self) -> CloudflareRead:
+        assert self.loadbalancer is not None
+        try:
+            return CloudflareRead(
+                await self.loadbalancer.live_view(self.fleet.load_balancer.hostname)
+            )
+        except ProviderError as exc:
+            return CloudflareRead(None, str(exc))
 
     async def check(self, regions: list[str] | None = None) -> FleetStatus:
         chosen = [self.fleet.regions[n] for n in (regions or list(self.fleet.regions))]
         started = time.perf_counter()
         budget = max(0.1, self.fleet.status.deadline - RENDER_MARGIN)
-        results = await self.prober.probe_all(
-            ((r, o) for r in chosen for o in r.origins), budget=budget
+        probes = asyncio.create_task(
+            self.prober.probe_all(((r.name, o) for r in chosen for o in r.origins), budget=budget)
         )
+        cloudflare = asyncio.create_task(self._cloudflare()) if self.loadbalancer else None
+        public = asyncio.create_task(self.userview.check(budget)) if self.userview else None
+        waiting = [t for t in (cloudflare, public) if t is not None]
+        if waiting:
+            # The user view bounds its own requests by the budget; a little grace lets it report.
+            await asyncio.wait(waiting, timeout=budget + 0.1)
+        results = await probes  # bounded by the same budget
+        cf_read: CloudflareRead | None = None
+        if cloudflare is not None:
+            if cloudflare.done():
+                cf_read = cloudflare.result()
+            else:
+                cloudflare.cancel()
+                cf_read = CloudflareRead(None, f"Cloudflare gave no answer within {budget:g} s")
+        checks: list[PublicCheck] = []
+        if public is not None and self.userview is not None:
+            if public.done():
+                checks = public.result()
+            else:
+                public.cancel()
+                checks = self.userview.missing(f"no answer within {budget:g} s")
         by_region: dict[str, list[ProbeResult]] = {r.name: [] for r in chosen}
         for result in results:
             by_region[result.region].append(result)
+        view = cf_read.view if cf_read else None
+        statuses = []
+        for r in chosen:
+            pool = view.pool_by_name(r.pool) if view else None
+            state = pool_state(by_region[r.name])
+            if pool is not None and not pool.enabled:
+                state = PoolState.DISABLED
+            statuses.append(RegionStatus(r, state, by_region[r.name], pool))
         return FleetStatus(
-            regions=[
-                RegionStatus(r, pool_state(by_region[r.name]), by_region[r.name]) for r in chosen
-            ],
+            fleet=self.fleet,
+            regions=statuses,
             checked_at=datetime.now(UTC),
             elapsed=time.perf_counter() - started,
+            cloudflare=cf_read,
+            public=checks,
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bot.fleet import Fleet
 from bot.invocation import Invocation as Invocation
+from bot.loadbalancer.port import LoadBalancer
 from bot.status import StatusService
 from bot.views.reply import Reply
 
@@ -17,6 +18,7 @@ class Services:
 
     fleet: Fleet
     status: StatusService
+    loadbalancer: LoadBalancer | None = None
 
 
 @dataclass(frozen=True)

@@ -100,13 +100,7 @@ class Served:
 
 
 def sandbox_settings(world: Sandbox, database_url: str) -> Settings:
-    return Settings(
-        slack_bot_token=world.bot_token,
-        slack_signing_secret=world.signing_secret,
-        slack_api_url=world.slack.api_url,
-        database_url=database_url,
-        failover_config=str(world.config_path),
-    )
+    return world.bot_settings(database_url)
 
 
 @pytest.fixture

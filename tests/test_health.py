@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.fleet import Fleet, MonitorSettings, Origin, Region, load_fleet
+from bot.fleet import Fleet, MonitorSettings, Origin, load_fleet
 from bot.health import Prober, classify
 from bot.observations import Outcome, ProbeResult
 from bot.sandbox.world import Sandbox
@@ -28,8 +28,7 @@ async def prober(sandbox_fleet: Fleet) -> AsyncIterator[Prober]:
 
 
 async def probe(prober: Prober, fleet: Fleet, region: str) -> ProbeResult:
-    r = fleet.region(region)
-    return await prober.probe(r, r.origins[0])
+    return await prober.probe(region, fleet.region(region).origins[0])
 
 
 async def test_healthy(prober: Prober, sandbox_fleet: Fleet) -> None:
@@ -130,10 +129,9 @@ async def test_budget_marks_unanswered(
 async def test_unresolvable_host_is_a_connection_error() -> None:
     monitor = MonitorSettings(timeout=1.0, retries=0)
     origin = Origin(name="nowhere", url="http://nowhere.invalid")
-    region = Region(name="x", pool="p", origins=[origin])
     prober = Prober(monitor)
     try:
-        result = await prober.probe(region, origin)
+        result = await prober.probe("x", origin)
     finally:
         await prober.aclose()
     assert result.outcome is Outcome.CONNECTION_ERROR

@@ -23,7 +23,6 @@ from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import CHANNEL, SlackUser
 from bot.sandbox.world import Sandbox
-from bot.settings import Settings
 from bot.slack.server import build_web_app
 
 CONSOLE_HELP = """\
@@ -166,13 +165,7 @@ async def run_demo(base_config: str, script: Path | None = None, out: TextIO = s
     with tempfile.TemporaryDirectory(prefix="failover-demo-") as tmp:
         world = Sandbox(base_config, tmp)
         await world.start()
-        settings = Settings(
-            slack_bot_token=world.bot_token,
-            slack_signing_secret=world.signing_secret,
-            slack_api_url=world.slack.api_url,
-            database_url=f"sqlite+aiosqlite:///{tmp}/demo.db",
-            failover_config=str(world.config_path),
-        )
+        settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp}/demo.db")
         engine = create_engine(settings.database_url)
         await schema.upgrade(engine)
         await engine.dispose()

@@ -18,6 +18,7 @@ EMOJI = {
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
+_ITALIC = re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])")
 _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 
 
@@ -25,7 +26,9 @@ def _text(obj: Any) -> str:
     if isinstance(obj, dict):
         obj = obj.get("text", "")
     text = _EMOJI.sub(lambda m: EMOJI.get(m.group(0), m.group(0)), str(obj))
-    text = _BOLD.sub(r"\1", text)  # a terminal has no bold to spare; Slack's *x* reads as noise
+    text = _ITALIC.sub(
+        r"\1", _BOLD.sub(r"\1", text)
+    )  # a terminal has no bold to spare; Slack's *x* reads as noise
     return _LINK.sub(r"\2 (\1)", text)
 
 

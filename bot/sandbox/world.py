@@ -1,7 +1,8 @@
-"""The whole sandbox: a gateway per region, their control, the Slack stand-in, a failover.toml.
+"""The whole sandbox on loopback: gateways, Cloudflare (API, monitor, data plane), relays, Slack.
 
 The topology file it writes is the operator's own (``base_config``) with each region's origin
-pointed at its sandbox gateway, so the bot runs exactly as configured, against loopback.
+pointed at its sandbox gateway, the public hostname at the data plane, relays added, and the
+monitor's interval shortened so that failovers happen in seconds.
 """
 
 from __future__ import annotations
@@ -14,57 +15,141 @@ from typing import Any
 import tomli_w
 
 from bot.fleet import Fleet, load_fleet, parse_fleet
+from bot.relay import build_relay_app
+from bot.sandbox.cloudflare import CloudflareStandIn
+from bot.sandbox.dataplane import GEO_HEADER, DataPlane
 from bot.sandbox.gateways import Gateway, GatewayControl
+from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack import SlackStandIn
+from bot.settings import Settings
 
 BOT_TOKEN = "xoxb-sandbox-0000-failover"
+BOT_GEO = "ENAM"  # where the sandbox pretends the bot runs
+RELAY_GEOS = ("WNAM", "WEU", "SEAS")  # one per pool's home, as the seed's Terraform maps them
 
 
 class Sandbox:
-    def __init__(self, base_config: str | Path, workdir: str | Path) -> None:
+    def __init__(
+        self,
+        base_config: str | Path,
+        workdir: str | Path,
+        *,
+        monitor_interval: float = 2.0,
+        propagation: float = 1.0,
+        relays: tuple[str, ...] = RELAY_GEOS,
+    ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
         self.base: Fleet = load_fleet(self.base_config)
+        self.monitor_interval = monitor_interval
         self.bot_token = BOT_TOKEN
         self.signing_secret = secrets.token_hex(16)
         self.gateways = {name: Gateway(name) for name in self.base.regions}
         self.control = GatewayControl(self.gateways)
         self.slack = SlackStandIn(self.bot_token)
+        origin_urls = {
+            r.origins[0].name: self.gateways[r.name].url for r in self.base.regions.values()
+        }
+        self.cloudflare = CloudflareStandIn(
+            self._sandbox_fleet(origin_urls), origin_urls, propagation=propagation
+        )
+        self.dataplane = DataPlane(self.cloudflare, default_geo=BOT_GEO)
+        self.relay_geos = relays
+        self.relays: dict[str, LocalServer] = {}
         self.config_path = self.workdir / "failover.sandbox.toml"
+
+    def _sandbox_data(
+        self, origin_urls: dict[str, str], public_url: str = "http://127.0.0.1:9"
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = tomllib.loads(self.base_config.read_text(encoding="utf-8"))
+        for region in data["regions"].values():
+            first = region["origins"][0]
+            region["origins"] = [{**first, "url": origin_urls[first["name"]]}]
+            region["minimum_origins"] = 1
+        data.setdefault("monitor", {})["interval"] = f"{self.monitor_interval:g}s"
+        data["public"] = {
+            "url": f"{public_url}/health",
+            "served_by": {"json_field": "region"},
+            "location": f"the bot's location ({BOT_GEO})",
+            "geo_header": GEO_HEADER,
+        }
+        data["relays"] = []
+        return data
+
+    def _sandbox_fleet(self, origin_urls: dict[str, str]) -> Fleet:
+        return parse_fleet(self._sandbox_data(origin_urls), "sandbox")
 
     async def start(self) -> None:
         for gateway in self.gateways.values():
             await gateway.start()
         await self.control.server.start()
         await self.slack.start()
-        self._write_config()
+        await self.cloudflare.start()
+        await self.dataplane.start()
+        origin_urls = {
+            r.origins[0].name: self.gateways[r.name].url for r in self.base.regions.values()
+        }
+        data = self._sandbox_data(origin_urls, self.dataplane.url)
+        public = parse_fleet(data, "sandbox").public
+        assert public is not None
+        for geo in self.relay_geos:
+            self.relays[geo] = LocalServer(build_relay_app(public, geo))
+            await self.relays[geo].start()
+        data["relays"] = [{"geo": geo, "url": server.url} for geo, server in self.relays.items()]
+        parse_fleet(data, str(self.config_path))  # what we write must load
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        header = (
+            "# Written by the sandbox: the operator's topology on loopback, with sandbox timings.\n"
+        )
+        self.config_path.write_text(header + tomli_w.dumps(data), encoding="utf-8")
 
     async def close(self) -> None:
+        for relay in self.relays.values():
+            await relay.close()
+        await self.dataplane.close()
+        await self.cloudflare.close()
         await self.slack.close()
         await self.control.server.close()
         for gateway in self.gateways.values():
             await gateway.close()
 
-    def _write_config(self) -> None:
-        data: dict[str, Any] = tomllib.loads(self.base_config.read_text(encoding="utf-8"))
-        for name, region in data["regions"].items():
-            first = region["origins"][0]
-            region["origins"] = [{**first, "url": self.gateways[name].url}]
-            region["minimum_origins"] = 1
-        parse_fleet(data, str(self.config_path))  # what we write must load
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        header = (
-            "# Written by `failover-bot sandbox`: the operator's topology on loopback gateways.\n"
+    def bot_settings(self, database_url: str) -> Settings:
+        """Settings for a bot that lives in this world."""
+        return Settings(
+            slack_bot_token=self.bot_token,
+            slack_signing_secret=self.signing_secret,
+            slack_api_url=self.slack.api_url,
+            cloudflare_api_token=self.cloudflare.token,
+            cloudflare_account_id=self.cloudflare.account_id,
+            cloudflare_zone_id=self.cloudflare.zone_id,
+            cloudflare_base_url=self.cloudflare.base_url,
+            database_url=database_url,
+            failover_config=str(self.config_path),
         )
-        self.config_path.write_text(header + tomli_w.dumps(data), encoding="utf-8")
 
     def endpoints(self) -> dict[str, Any]:
+        cf = self.cloudflare
         return {
             "gateways": {
                 name: {"url": gw.url, "control": f"{self.control.url}/gateways/{name}"}
                 for name, gw in self.gateways.items()
             },
             "gateway_control": f"{self.control.url}/gateways",
+            "cloudflare": {
+                "base_url": cf.base_url,
+                "api_token": cf.token,
+                "account_id": cf.account_id,
+                "zone_id": cf.zone_id,
+                "faults": f"{cf.server.url}/_sandbox/faults",
+                "monitor_interval": self.monitor_interval,
+                "propagation": cf.propagation,
+            },
+            "public": {
+                "url": f"{self.dataplane.url}/health",
+                "geo_header": GEO_HEADER,
+                "default_geo": BOT_GEO,
+            },
+            "relays": {geo: server.url for geo, server in self.relays.items()},
             "slack": {
                 "api_url": self.slack.api_url,
                 "url": self.slack.url,

@@ -1,13 +1,17 @@
-"""``/failover status``: a verdict on top, then each region with its origins and evidence."""
+"""``/failover status``: the verdict first (gray failures before anything), then each angle."""
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 from slack_sdk.models.blocks import Block, HeaderBlock
 
 from bot.durations import format_duration
 from bot.monitor import PoolState
 from bot.observations import ProbeResult
+from bot.routing import Via
 from bot.status import FleetStatus, RegionStatus
+from bot.userview import PublicCheck
 from bot.views.reply import Reply, context, section
 
 STATE_EMOJI = {
@@ -28,6 +32,20 @@ def _origin_line(p: ProbeResult) -> str:
     return f"• `{p.origin}` *{p.reason}*{latency}{tries}"
 
 
+def _cloudflare_line(rs: RegionStatus) -> str | None:
+    pool = rs.pool
+    if pool is None:
+        return None
+    if not pool.enabled:
+        return "  Cloudflare: pool *disabled* (no traffic, no health checks)"
+    if pool.healthy is None:
+        return "  Cloudflare: no health reported (no monitor attached)"
+    if pool.healthy:
+        return "  Cloudflare: healthy"
+    why = f": {rs.cloudflare_reasons}" if rs.cloudflare_reasons else ""
+    return f"  Cloudflare: *unhealthy*{why}"
+
+
 def _region_block(rs: RegionStatus) -> Block:
     r = rs.region
     head = f"{STATE_EMOJI[rs.state]} *{r.name}* ({r.role}) · pool `{r.pool}` · *{rs.state}*"
@@ -36,17 +54,89 @@ def _region_block(rs: RegionStatus) -> Block:
     hidden = len(worst_first) - MAX_ORIGINS_SHOWN
     if hidden > 0:
         lines.append(f"• … and {hidden} more")
-    return section("\n".join([head, *lines]))
+    cf = _cloudflare_line(rs)
+    return section("\n".join([head, *lines, *([cf] if cf else [])]))
+
+
+def _routing_block(status: FleetStatus) -> Block | None:
+    routes = status.routes
+    if not routes:
+        return None
+    by_pool: dict[str, list[str]] = defaultdict(list)
+    moved: dict[tuple[str, str], list[str]] = defaultdict(list)  # (to, note) -> geos
+    for geo, route in routes.items():
+        region = status.region_of_pool(route.pool_id)
+        by_pool[region].append(geo)
+        if route.via is Via.FALLBACK:
+            moved[(region, "on the fallback pool: no healthy pool left")].append(geo)
+        elif route.failed_over:
+            moved[(region, f"failed over from {status.region_of_pool(route.preferred)}")].append(
+                geo
+            )
+    lines = ["*Routing* (Cloudflare's geo steering, by its own health)"]
+    for region, geos in by_pool.items():
+        notes = [f"{' '.join(g)} {note}" for (to, note), g in moved.items() if to == region]
+        extra = f"  _({'; '.join(notes)})_" if notes else ""
+        lines.append(f"• *{region}* ← {' '.join(geos)}{extra}")
+    return section("\n".join(lines))
+
+
+def _public_line(check: PublicCheck) -> str:
+    if check.error:
+        return f"• {check.where}: *{check.error}*"
+    served = check.region or (f"unknown (answer said {check.said!r})" if check.said else "unknown")
+    latency = f", {format_duration(check.latency)}" if check.latency is not None else ""
+    retry = f", Retry-After {check.retry_after}" if check.retry_after and not check.ok else ""
+    mark = "" if check.ok else "*"
+    return f"• {check.where}: {mark}HTTP {check.status}{mark}{latency}, served by {served}{retry}"
+
+
+def _settings_line(status: FleetStatus) -> str | None:
+    view = status.cloudflare.view if status.cloudflare else None
+    if view is None:
+        return None
+    lb = view.load_balancer
+    order = " › ".join(status.region_of_pool(p) for p in lb.default_pools)
+    text = (
+        f"`{lb.name}` · {lb.steering_policy} steering · default {order} · "
+        f"fallback {status.region_of_pool(lb.fallback_pool)} · affinity {lb.session_affinity}"
+    )
+    if view.monitor is not None:
+        m = view.monitor
+        text += (
+            f" · monitor {m.method} {m.path} every {m.interval:g} s, timeout {m.timeout:g} s, "
+            f"{m.retries} retries"
+        )
+    return text
 
 
 def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> Reply:
     icon = ":white_check_mark:" if status.healthy else ":rotating_light:"
     verdict = status.verdict
     blocks: list[Block] = [HeaderBlock(text=f"{'✅' if status.healthy else '🚨'} {verdict}"[:150])]
+    if len(verdict) > 140 or status.gray_failures:
+        blocks.append(section(f":warning: {verdict}"[:3000]))
     blocks += [_region_block(rs) for rs in status.regions]
+    routing = _routing_block(status)
+    if routing is not None:
+        blocks.append(routing)
+    if status.public:
+        lines = ["*What users get* from the public hostname"]
+        lines += [_public_line(c) for c in status.public]
+        blocks.append(section("\n".join(lines)))
+    cf = status.cloudflare
+    if cf is None:
+        blocks.append(
+            context("Cloudflare: not configured (set CLOUDFLARE_API_TOKEN, _ACCOUNT_ID, _ZONE_ID)")
+        )
+    elif cf.view is None:
+        blocks.append(context(f":warning: Cloudflare's view is missing: {cf.error}"))
+    settings = _settings_line(status)
+    if settings:
+        blocks.append(context(settings))
     blocks.append(
         context(
-            f"Bot's own probes, from where the bot runs · {status.checked_at:%H:%M:%S} UTC · "
+            f"Bot's probes from where the bot runs · {status.checked_at:%H:%M:%S} UTC · "
             f"took {format_duration(status.elapsed)} · {probe_desc}"
         )
     )

@@ -1,0 +1,36 @@
+"""The LoadBalancer port: what the bot needs from the provider, in domain terms."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from bot.balancer import HealthEvent, LiveView, LoadBalancerInfo, MonitorInfo, PoolHealth, PoolInfo
+
+
+class LoadBalancer(Protocol):
+    async def pools(self) -> list[PoolInfo]: ...
+
+    async def pool(self, pool_id: str) -> PoolInfo: ...
+
+    async def pool_health(self, pool_id: str) -> PoolHealth: ...
+
+    async def load_balancer(self, hostname: str) -> LoadBalancerInfo: ...
+
+    async def monitor(self, monitor_id: str) -> MonitorInfo: ...
+
+    async def monitors(self) -> list[MonitorInfo]: ...
+
+    async def live_view(self, hostname: str) -> LiveView: ...
+
+    async def health_events(
+        self, since: datetime | None = None, pool_id: str | None = None
+    ) -> list[HealthEvent]:
+        """Raises ProviderAuthError when the token may not read them; callers carry on."""
+        ...
+
+    async def set_pool_enabled(self, pool_id: str, enabled: bool) -> PoolInfo: ...
+
+    async def set_origin_enabled(self, pool_id: str, origin: str, enabled: bool) -> PoolInfo: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,140 @@
+"""What users get from the public hostname: from the bot's location, and through relays.
+
+The pool that served a request is read by the rule in failover.toml (a header or a JSON field);
+without a rule, or when the answer does not say, it is unknown, never guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from bot.fleet import Fleet, PublicSettings, Relay, ServedBy
+
+
+@dataclass(frozen=True)
+class PublicCheck:
+    where: str  # "the bot's location", "relay WEU"
+    geo: str | None
+    status: int | None = None
+    latency: float | None = None  # seconds
+    region: str | None = None  # the region that served it, by the rule
+    said: str | None = None  # what the answer said, when the rule could not map it
+    error: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> PublicCheck:
+        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "where"}
+        return cls(where=where, **fields)
+
+
+def served_by(
+    rule: ServedBy | None, headers: Mapping[str, str], body: bytes
+) -> tuple[str | None, str | None]:
+    """(region, what the answer said) by ``rule``; (None, None) when it says nothing."""
+    if rule is None:
+        return None, None
+    said: str | None = None
+    if rule.header is not None:
+        said = headers.get(rule.header)
+    elif rule.json_field is not None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get(rule.json_field) is not None:
+            said = str(payload[rule.json_field])
+    if said is None:
+        return None, None
+    region = rule.values.get(said, said if not rule.values else None)
+    return region, said
+
+
+async def fetch_public(
+    client: httpx.AsyncClient,
+    public: PublicSettings,
+    where: str,
+    geo: str | None,
+    timeout: float = 5.0,
+) -> PublicCheck:
+    """One request to the public hostname, as a user in ``geo`` would make it."""
+    headers = {public.geo_header: geo} if public.geo_header and geo else {}
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            resp = await client.get(public.url, headers=headers)
+    except (TimeoutError, httpx.TimeoutException):
+        return PublicCheck(where, geo, error=f"timeout after {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return PublicCheck(
+            where, geo, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        )
+    latency = time.perf_counter() - started
+    region, said = served_by(public.served_by, resp.headers, resp.content)
+    return PublicCheck(
+        where,
+        geo,
+        status=resp.status_code,
+        latency=latency,
+        region=region,
+        said=said if region is None else None,
+        retry_after=resp.headers.get("Retry-After"),
+    )
+
+
+async def ask_relay(
+    client: httpx.AsyncClient, relay: Relay, token: str | None, timeout: float
+) -> PublicCheck:
+    where = f"relay {relay.geo}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with asyncio.timeout(timeout):
+            resp = await client.get(f"{relay.url}/check", headers=headers)
+        resp.raise_for_status()
+        return PublicCheck.from_json(resp.json(), where)
+    except (TimeoutError, httpx.TimeoutException):
+        return PublicCheck(where, relay.geo, error=f"relay gave no answer within {timeout:g} s")
+    except (httpx.HTTPError, ValueError) as exc:
+        return PublicCheck(where, relay.geo, error=f"relay failed: {exc}")
+
+
+class UserView:
+    """The public hostname from the bot's location and from every relay, at once."""
+
+    def __init__(
+        self, fleet: Fleet, client: httpx.AsyncClient, relay_token: str | None = None
+    ) -> None:
+        self.fleet = fleet
+        self.client = client
+        self.relay_token = relay_token
+
+    def missing(self, reason: str) -> list[PublicCheck]:
+        """What to show for every vantage point when none of them could report."""
+        if self.fleet.public is None:
+            return []
+        here = [PublicCheck(self.fleet.public.location, None, error=reason)]
+        return here + [
+            PublicCheck(f"relay {r.geo}", r.geo, error=reason) for r in self.fleet.relays
+        ]
+
+    async def check(self, budget: float) -> list[PublicCheck]:
+        public = self.fleet.public
+        if public is None:
+            return []
+        jobs = [fetch_public(self.client, public, public.location, None, timeout=budget)]
+        jobs += [ask_relay(self.client, r, self.relay_token, budget) for r in self.fleet.relays]
+        return list(await asyncio.gather(*jobs))
