@@ -57,27 +57,6 @@ class RegionStatus:
         ]
         return "; ".join(dict.fromkeys(reasons))
 
-    @property
-    def gray_failure(self) -> str | None:
-        """The bot's probes and Cloudflare disagree about this region: say how."""
-        if self.pool is None or not self.pool.enabled or self.pool.healthy is None:
-            return None
-        probes_pass = self.state is PoolState.HEALTHY
-        probes_fail = self.state in (PoolState.DOWN, PoolState.DEGRADED)
-        name = self.region.name
-        if probes_pass and self.pool.healthy is False:
-            why = f" ({self.cloudflare_reasons})" if self.cloudflare_reasons else ""
-            return (
-                f"Cloudflare marks {name} unhealthy{why} but the bot's probes pass: "
-                "its traffic is going elsewhere"
-            )
-        if probes_fail and self.pool.healthy is True:
-            return (
-                f"the bot's probes fail for {name} ({self.summary}) but Cloudflare marks it "
-                "healthy: users there may be getting errors"
-            )
-        return None
-
 
 @dataclass(frozen=True)
 class CloudflareRead:
@@ -107,9 +86,35 @@ class FleetStatus:
             return pool_id or "none"
         return self.fleet.region_of_pool(pool.name) or pool.name
 
+    def _detection(self, up: bool) -> str:
+        monitor = self.cloudflare.view.monitor if self.cloudflare and self.cloudflare.view else None
+        if monitor is None:
+            return ""
+        checks = max(1, monitor.consecutive_up if up else monitor.consecutive_down)
+        return f" (its monitor needs {checks} × {monitor.interval:g} s to notice)"
+
+    def gray_failure(self, rs: RegionStatus) -> str | None:
+        """How the bot's probes and Cloudflare disagree about a region, if they do."""
+        pool = rs.pool
+        if pool is None or not pool.enabled or pool.healthy is None:
+            return None
+        name = rs.region.name
+        if rs.state is PoolState.HEALTHY and pool.healthy is False:
+            why = f" ({rs.cloudflare_reasons})" if rs.cloudflare_reasons else ""
+            return (
+                f"Cloudflare marks {name} unhealthy{why} but the bot's probes pass, so its traffic "
+                f"goes elsewhere{self._detection(up=True)}"
+            )
+        if rs.state in (PoolState.DOWN, PoolState.DEGRADED) and pool.healthy is True:
+            return (
+                f"the bot's probes fail for {name} ({rs.summary}) but Cloudflare still marks it "
+                f"healthy and sends it traffic{self._detection(up=False)}"
+            )
+        return None
+
     @property
     def gray_failures(self) -> list[str]:
-        return [g for r in self.regions if (g := r.gray_failure)]
+        return [g for r in self.regions if (g := self.gray_failure(r))]
 
     @property
     def user_problems(self) -> list[str]:
@@ -133,17 +138,17 @@ class FleetStatus:
         parts += [
             f"{r.region.name} {r.state}: {r.summary}"
             for r in self.regions
-            if r.state is not PoolState.HEALTHY and not r.gray_failure
+            if r.state is not PoolState.HEALTHY and not self.gray_failure(r)
         ]
         parts += self.user_problems
         moved: dict[str, list[str]] = {}
         for geo, route in self.routes.items():
             if route.failed_over or not route.healthy:
                 moved.setdefault(self.region_of_pool(route.pool_id), []).append(geo)
-        parts += [
-            f"traffic of {' '.join(geos)} {'falls back' if not all(self.routes[g].healthy for g in geos) else 'failed over'} to {to}"
-            for to, geos in moved.items()
-        ]
+        for to, geos in moved.items():
+            fallback = not all(self.routes[g].healthy for g in geos)
+            verb = "falls back" if fallback else "failed over"
+            parts.append(f"traffic of {' '.join(geos)} {verb} to {to}")
         if parts:
             return "; ".join(parts)
         return "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"

@@ -69,16 +69,16 @@ async def fetch_public(
     public: PublicSettings,
     where: str,
     geo: str | None,
-    timeout: float = 5.0,
+    limit: float = 5.0,
 ) -> PublicCheck:
     """One request to the public hostname, as a user in ``geo`` would make it."""
     headers = {public.geo_header: geo} if public.geo_header and geo else {}
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             resp = await client.get(public.url, headers=headers)
     except (TimeoutError, httpx.TimeoutException):
-        return PublicCheck(where, geo, error=f"timeout after {timeout:g} s")
+        return PublicCheck(where, geo, error=f"timeout after {limit:g} s")
     except httpx.HTTPError as exc:
         return PublicCheck(
             where, geo, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -97,17 +97,17 @@ async def fetch_public(
 
 
 async def ask_relay(
-    client: httpx.AsyncClient, relay: Relay, token: str | None, timeout: float
+    client: httpx.AsyncClient, relay: Relay, token: str | None, limit: float
 ) -> PublicCheck:
     where = f"relay {relay.geo}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             resp = await client.get(f"{relay.url}/check", headers=headers)
         resp.raise_for_status()
         return PublicCheck.from_json(resp.json(), where)
     except (TimeoutError, httpx.TimeoutException):
-        return PublicCheck(where, relay.geo, error=f"relay gave no answer within {timeout:g} s")
+        return PublicCheck(where, relay.geo, error=f"relay gave no answer within {limit:g} s")
     except (httpx.HTTPError, ValueError) as exc:
         return PublicCheck(where, relay.geo, error=f"relay failed: {exc}")
 
@@ -135,6 +135,6 @@ class UserView:
         public = self.fleet.public
         if public is None:
             return []
-        jobs = [fetch_public(self.client, public, public.location, None, timeout=budget)]
+        jobs = [fetch_public(self.client, public, public.location, None, limit=budget)]
         jobs += [ask_relay(self.client, r, self.relay_token, budget) for r in self.fleet.relays]
         return list(await asyncio.gather(*jobs))

@@ -113,7 +113,8 @@ class CloudflareLoadBalancer:
             ) from None
         except cloudflare.InternalServerError as exc:
             raise ProviderUnavailable(
-                f"Cloudflare failed (HTTP {exc.status_code}) while {what}; retried {_times(MAX_RETRIES)}"
+                f"Cloudflare failed (HTTP {exc.status_code}) while {what}; "
+                f"retried {_times(MAX_RETRIES)}"
             ) from None
         except cloudflare.APITimeoutError:
             raise ProviderUnavailable(
@@ -216,9 +217,7 @@ class CloudflareLoadBalancer:
         """The load balancer, its pools and the monitor of its first pool, read in turn."""
         lb = await self.load_balancer(hostname)
         pools = {p.id: p for p in await self.pools()}
-        monitor_ids = [
-            pools[p].monitor_id for p in lb.default_pools if p in pools and pools[p].monitor_id
-        ]
+        monitor_ids = [m for p in lb.default_pools if p in pools and (m := pools[p].monitor_id)]
         monitor = await self.monitor(monitor_ids[0]) if monitor_ids else None
         return LiveView(lb, pools, monitor)
 

@@ -31,7 +31,7 @@ def origin_from_json(d: dict[str, Any]) -> OriginInfo:
         name=str(d.get("name", "")),
         address=str(d.get("address", "")),
         enabled=d.get("enabled", True) is not False,
-        weight=float(d.get("weight") if d.get("weight") is not None else 1.0),
+        weight=float(d["weight"]) if d.get("weight") is not None else 1.0,
         healthy=_bool(d.get("healthy")),
         failure_reason=d.get("failure_reason"),
     )
@@ -73,7 +73,7 @@ def monitor_from_json(d: dict[str, Any]) -> MonitorInfo:
         path=str(d.get("path") or "/"),
         interval=float(d.get("interval") or 60),
         timeout=float(d.get("timeout") or 5),
-        retries=int(d.get("retries") if d.get("retries") is not None else 2),
+        retries=int(d["retries"]) if d.get("retries") is not None else 2,
         expected_codes=str(d.get("expected_codes") or ""),
         expected_body=str(d.get("expected_body") or ""),
         consecutive_down=int(d.get("consecutive_down") or 0),

@@ -36,7 +36,7 @@ ERROR_TEXT = {
 
 
 def cf_id(*parts: str) -> str:
-    return hashlib.md5("/".join(parts).encode()).hexdigest()  # noqa: S324 - an id, not a secret
+    return hashlib.md5("/".join(parts).encode()).hexdigest()  # an id, not a secret
 
 
 def stamp(at: float | None = None) -> str:
@@ -251,7 +251,7 @@ class CloudflareStandIn:
         up = sum(
             1 for o in pool["origins"] if o["enabled"] and self.health[(pool_id, o["name"])].healthy
         )
-        return up >= pool["minimum_origins"]
+        return up >= int(pool["minimum_origins"])
 
     async def check_now(self) -> None:
         """One round of the monitor over every enabled origin of every enabled pool."""
@@ -551,7 +551,8 @@ class CloudflareStandIn:
         else:
             return web.json_response(
                 {
-                    "error": f"unknown fault {kind!r} (429, 500, slow, forbidden, events_forbidden, none)"
+                    "error": f"unknown fault {kind!r} "
+                    "(429, 500, slow, forbidden, events_forbidden, none)"
                 },
                 status=400,
             )

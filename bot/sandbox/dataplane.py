@@ -48,7 +48,7 @@ class DataPlane:
         await self.http.aclose()
 
     def choose(self, geo: str) -> tuple[str | None, str | None, Via]:
-        """(pool id, origin name, how chosen) for a request from ``geo``, as the edge sees it now."""
+        """(pool id, origin name, how chosen) for a request from ``geo``, as the edge sees it."""
         lb_json, pools_json = self.cf.effective_config()
         pools = {}
         for pool_id, raw in pools_json.items():
@@ -69,7 +69,8 @@ class DataPlane:
         if geo not in GEO_REGIONS:
             return web.json_response(
                 {
-                    "error": f"unknown geo region {geo!r} in {GEO_HEADER} (one of {', '.join(GEO_REGIONS)})"
+                    "error": f"unknown geo region {geo!r} in {GEO_HEADER} "
+                    f"(one of {', '.join(GEO_REGIONS)})"
                 },
                 status=400,
             )

@@ -8,7 +8,6 @@ Lines it understands: ``/failover ...``, ``break <region> <mode> [check|seconds]
 from __future__ import annotations
 
 import asyncio
-import shlex
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -66,7 +65,7 @@ class Console:
 
     async def run_line(self, line: str) -> bool:
         """Run one line; False when the console should stop."""
-        words = shlex.split(line.strip())
+        words = line.split()  # the bot parses its own text; the console needs plain words
         if not words or words[0].startswith("#"):
             return True
         head = words[0].lower()

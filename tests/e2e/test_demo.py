@@ -31,9 +31,9 @@ def test_demo_script_shows_break_and_heal() -> None:
     ]
     assert verdicts == [
         "✅ all healthy",
-        "🚨 eu-west down: d1 error",
-        "🚨 eu-west down: d1 error",  # the public one
-        "🚨 eu-west down: d1 error",  # ... as the channel shows it
+        "🚨 eu-west down: d1 error; traffic of WEU EEU ME NAF SAF failed over to us-east",
+        "🚨 eu-west down: d1 error; traffic of WEU EEU ME NAF SAF failed over to us-east",
+        "🚨 eu-west down: d1 error; traffic of WEU EEU ME NAF SAF failed over to us-east",
         "✅ all healthy",
     ]
     assert "(eu-west gateway is now degraded (d1 error))" in out

@@ -55,7 +55,10 @@ async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
         assert exchange.status == 200
         [reply] = exchange.replies
         shown = render_message(reply)
-        assert shown.splitlines()[0] == "🚨 apac-sg down: HTTP 500 (body is not JSON)"
+        assert shown.splitlines()[0] == (
+            "🚨 apac-sg down: HTTP 500 (body is not JSON); users at relay SEAS get HTTP 500"
+        )
+        assert "Cloudflare: not configured" in shown
         # The Web API base came from SLACK_API_URL: Bolt checked its token against the stand-in.
         assert "auth.test" in [c.method for c in world.slack.calls]
     finally:
