@@ -1,4 +1,4 @@
-"""``failover-bot``: serve, migrate, check, sandbox, demo. Wiring only."""
+"""``failover-bot``: serve, migrate, check, discover, relay, sandbox, demo. Wiring only."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from aiohttp import web
 from bot.assembly import build_bot
 from bot.db import schema
 from bot.db.engine import create_engine
-from bot.errors import ConfigError, SchemaOutOfDate
-from bot.fleet import load_fleet
+from bot.errors import ConfigError, ProviderError, SchemaOutOfDate
+from bot.fleet import GEO_REGIONS, load_fleet
 from bot.settings import load_settings
 
 log = logging.getLogger("bot")
@@ -76,6 +76,52 @@ async def check() -> None:
     print(f"{settings.failover_config}: {len(fleet.regions)} regions, {origins} origins: ok")
 
 
+async def discover(hostname: str | None, out: str, force: bool) -> None:
+    import tomli_w
+
+    from bot.discovery import plan_from_live
+    from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
+
+    settings = load_settings()
+    if not settings.cloudflare_configured:
+        settings.require("cloudflare_api_token")
+    target = Path(out)
+    if await asyncio.to_thread(target.exists) and not force:
+        raise ConfigError(f"{target} exists: choose another --out, or add --force to replace it")
+    if hostname is None:
+        hostname = load_fleet(settings.failover_config).load_balancer.hostname
+    lb = CloudflareLoadBalancer(
+        settings.cloudflare_api_token or "",
+        settings.cloudflare_account_id or "",
+        settings.cloudflare_zone_id or "",
+        base_url=settings.cloudflare_base_url,
+    )
+    try:
+        data = plan_from_live(await lb.live_view(hostname))
+    finally:
+        await lb.aclose()
+    header = f"# Discovered from the live account for {hostname}; review the roles and targets.\n"
+    await asyncio.to_thread(target.write_text, header + tomli_w.dumps(data), encoding="utf-8")
+    print(f"{target}: {len(data['regions'])} regions written from {hostname}")
+
+
+async def relay(geo: str, port: int) -> None:
+    from bot.relay import build_relay_app
+
+    settings = load_settings()
+    fleet = load_fleet(settings.failover_config)
+    if fleet.public is None:
+        raise ConfigError(
+            f"{settings.failover_config}: [public] url is missing: the relay fetches it"
+        )
+    runner = web.AppRunner(build_relay_app(fleet.public, geo.upper(), settings.relay_token))
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    log.info("relay for %s on port %d: GET /check fetches %s", geo.upper(), port, fleet.public.url)
+    await _until_stopped()
+    await runner.cleanup()
+
+
 async def sandbox(config: str) -> None:
     from bot.sandbox.world import Sandbox
 
@@ -109,6 +155,15 @@ def parser() -> argparse.ArgumentParser:
         "--downgrade", metavar="REVISION", help="go down to REVISION instead (base: empty)"
     )
     sub.add_parser("check", help="validate the settings and failover.toml, then exit")
+    d = sub.add_parser("discover", help="write a failover.toml from the live Cloudflare account")
+    d.add_argument("--hostname", help="the load balancer's hostname (default: failover.toml's)")
+    d.add_argument("--out", default="failover.discovered.toml", help="where to write it")
+    d.add_argument("--force", action="store_true", help="replace --out if it exists")
+    r = sub.add_parser("relay", help="serve GET /check: the public hostname fetched from here")
+    r.add_argument(
+        "--geo", required=True, choices=GEO_REGIONS, type=str.upper, help="where it runs"
+    )
+    r.add_argument("--port", type=int, default=8080)
     for name, text in (
         ("sandbox", "run the sandbox world alone"),
         ("demo", "the sandbox, the bot and a console"),
@@ -139,11 +194,15 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(migrate(args.downgrade))
         elif args.command == "check":
             asyncio.run(check())
+        elif args.command == "discover":
+            asyncio.run(discover(args.hostname, args.out, args.force))
+        elif args.command == "relay":
+            asyncio.run(relay(args.geo, args.port))
         elif args.command == "sandbox":
             asyncio.run(sandbox(args.config))
         elif args.command == "demo":
             return asyncio.run(demo(args.config, args.script))
-    except (ConfigError, SchemaOutOfDate) as exc:
+    except (ConfigError, SchemaOutOfDate, ProviderError) as exc:
         print(f"failover-bot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,13 +15,13 @@ from typing import Protocol
 from bot.errors import UsageError
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
-from commands import help, status
+from commands import check, help, status
 from commands.base import Command, Context, Invocation, Services
 from commands.parsing import tokenize
 
 log = logging.getLogger(__name__)
 
-COMMANDS: tuple[Command, ...] = (status.COMMAND, help.COMMAND)
+COMMANDS: tuple[Command, ...] = (status.COMMAND, check.COMMAND, help.COMMAND)
 
 
 class AuditTrail(Protocol):
