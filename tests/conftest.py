@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,8 @@ def fleet() -> Fleet:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    sandbox = Sandbox(CONFIG, tmp_path)
+    # A fast world: Cloudflare's monitor checks every second, changes propagate in half a second.
+    sandbox = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5)
     await sandbox.start()
     yield sandbox
     await sandbox.close()
@@ -118,3 +121,13 @@ async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
     await user.aclose()
     await server.close()
     await bot.aclose()
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], within: float, every: float = 0.1) -> float:
+    """Seconds until ``predicate`` holds; fails the test if it does not within ``within`` s."""
+    started = time.monotonic()
+    while not await predicate():
+        if time.monotonic() - started > within:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(every)
+    return time.monotonic() - started

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Each attempt must leave room for a chat reply; the SDK retries twice more on 429/5xx/timeouts.
-TIMEOUT = httpx.Timeout(4.0, connect=2.0)
+TIMEOUT = 4.0
 MAX_RETRIES = 2
 # The only origin keys Cloudflare accepts back on a PATCH of a pool's origins.
 WRITABLE_ORIGIN_KEYS = (
@@ -75,12 +75,16 @@ class CloudflareLoadBalancer:
         account_id: str,
         zone_id: str,
         base_url: str | None = None,
-        client: cloudflare.AsyncCloudflare | None = None,
+        timeout: float = TIMEOUT,
     ) -> None:
         self.account_id = account_id
         self.zone_id = zone_id
-        self.client = client or cloudflare.AsyncCloudflare(
-            api_token=api_token, base_url=base_url, timeout=TIMEOUT, max_retries=MAX_RETRIES
+        self.timeout = timeout
+        self.client = cloudflare.AsyncCloudflare(
+            api_token=api_token,
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            max_retries=MAX_RETRIES,
         )
 
     async def aclose(self) -> None:
@@ -118,7 +122,7 @@ class CloudflareLoadBalancer:
             ) from None
         except cloudflare.APITimeoutError:
             raise ProviderUnavailable(
-                f"Cloudflare did not answer within {TIMEOUT.read:g} s while {what}; "
+                f"Cloudflare did not answer within {self.timeout:g} s while {what}; "
                 f"retried {_times(MAX_RETRIES)}"
             ) from None
         except cloudflare.APIConnectionError:

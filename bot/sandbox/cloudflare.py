@@ -72,6 +72,17 @@ class Fault:
     retry_after: int = 1
 
 
+@dataclass(frozen=True)
+class Exchange:
+    method: str
+    path: str  # below /client/v4
+    query: dict[str, str]
+    request_body: bytes
+    status: int
+    response_body: bytes
+    content_type: str
+
+
 @dataclass
 class OriginHealth:
     healthy: bool = True
@@ -98,6 +109,8 @@ class CloudflareStandIn:
         self.propagation = propagation
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        # Every API exchange, for checking both sides against Cloudflare's OpenAPI description.
+        self.exchanges: list[Exchange] = []
         self.events: list[dict[str, Any]] = []
         self._event_ids = itertools.count(1)
         self.origin_urls = origin_urls  # origin name -> URL the monitor probes
@@ -355,6 +368,22 @@ class CloudflareStandIn:
         if request.path.startswith("/_sandbox"):
             return await handler(request)  # type: ignore[no-any-return]
         self.requests.append((request.method, request.path))
+        response = await self._answer(request, handler)
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            self.exchanges.append(
+                Exchange(
+                    request.method,
+                    request.path.removeprefix("/client/v4"),
+                    dict(request.query),
+                    await request.read(),
+                    response.status,
+                    response.body,
+                    response.content_type,
+                )
+            )
+        return response
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return error_response(
                 401, "Invalid access token" if "Authorization" in request.headers else None

@@ -33,7 +33,7 @@ async def test_status_names_regions_and_states_after_a_break(served: Served) -> 
     assert verdict.startswith(
         ":rotating_light: Failover status: gray failure: the bot's probes fail for eu-west "
         "(d1 error) but Cloudflare still marks it healthy and sends it traffic "
-        "(its monitor needs 2 × 2 s to notice)"
+        "(its monitor needs 2 × 1 s to notice)"
     )
     assert "users at relay WEU get HTTP 503" in verdict
     assert "🟢 us-east (primary) · pool `foundation-us-east` · healthy" in shown
