@@ -123,7 +123,9 @@ async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
     await bot.aclose()
 
 
-async def eventually(predicate: Callable[[], Awaitable[bool]], within: float, every: float = 0.1) -> float:
+async def eventually(
+    predicate: Callable[[], Awaitable[bool]], within: float, every: float = 0.1
+) -> float:
     """Seconds until ``predicate`` holds; fails the test if it does not within ``within`` s."""
     started = time.monotonic()
     while not await predicate():

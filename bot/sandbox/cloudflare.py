@@ -30,7 +30,7 @@ ERROR_TEXT = {
     401: (10000, "Authentication error"),
     403: (10000, "Authentication error"),
     404: (1000, "Not found"),
-    429: (971, "Please wait and consider throttling your request speed"),
+    429: (1015, "You are being rate limited"),
     500: (1001, "Internal server error"),
 }
 
@@ -154,9 +154,6 @@ class CloudflareStandIn:
                 "minimum_origins": region.minimum_origins,
                 "monitor": self.monitor_id,
                 "notification_email": "",
-                "check_regions": None,
-                "latitude": None,
-                "longitude": None,
                 "origin_steering": {"policy": "random"},
                 "origins": [
                     {

@@ -25,14 +25,18 @@ HOST = "api.erlvinc.com"
 @pytest.fixture
 async def lb(world: Sandbox) -> AsyncIterator[CloudflareLoadBalancer]:
     cf = world.cloudflare
-    adapter = CloudflareLoadBalancer(cf.token, cf.account_id, cf.zone_id, base_url=cf.base_url, timeout=1.0)
+    adapter = CloudflareLoadBalancer(
+        cf.token, cf.account_id, cf.zone_id, base_url=cf.base_url, timeout=1.0
+    )
     yield adapter
     await adapter.aclose()
 
 
 async def fault(world: Sandbox, **body: object) -> None:
     async with httpx.AsyncClient() as http:
-        (await http.post(f"{world.cloudflare.server.url}/_sandbox/faults", json=body)).raise_for_status()
+        (
+            await http.post(f"{world.cloudflare.server.url}/_sandbox/faults", json=body)
+        ).raise_for_status()
 
 
 async def test_reads_the_live_view_with_health(lb: CloudflareLoadBalancer) -> None:
@@ -57,10 +61,14 @@ async def test_pool_health_has_the_real_shape(lb: CloudflareLoadBalancer) -> Non
     assert health.pool_id == pool.id
     assert set(health.by_location) == {"Ashburn, US", "Frankfurt, DE", "Singapore, SG"}
     healthy, checks = health.by_location["Frankfurt, DE"]
-    assert healthy and checks[0].address == pool.origins[0].address and checks[0].response_code == 200
+    assert (
+        healthy and checks[0].address == pool.origins[0].address and checks[0].response_code == 200
+    )
 
 
-async def test_a_broken_gateway_shows_in_health_and_events(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
+async def test_a_broken_gateway_shows_in_health_and_events(
+    lb: CloudflareLoadBalancer, world: Sandbox
+) -> None:
     since = datetime.now(UTC) - timedelta(seconds=1)
     await world.gateways["eu-west"].set_mode("degraded", check="kv")
 
@@ -87,7 +95,9 @@ async def test_disable_and_enable_a_pool(lb: CloudflareLoadBalancer) -> None:
     assert (await lb.set_pool_enabled(pool.id, True)).enabled is True
 
 
-async def test_disable_one_origin_sends_only_writable_keys(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
+async def test_disable_one_origin_sends_only_writable_keys(
+    lb: CloudflareLoadBalancer, world: Sandbox
+) -> None:
     pool = (await lb.pools())[0]
     # The stand-in answers 400 to read-only keys (healthy, failure_reason) in origins, as Cloudflare.
     changed = await lb.set_origin_enabled(pool.id, "gateway-us-east", False)
@@ -103,7 +113,9 @@ async def test_unknown_hostname(lb: CloudflareLoadBalancer) -> None:
         await lb.load_balancer("www.example.com")
 
 
-async def test_rate_limited_then_through_honours_retries(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
+async def test_rate_limited_then_through_honours_retries(
+    lb: CloudflareLoadBalancer, world: Sandbox
+) -> None:
     await fault(world, kind="429", times=1, retry_after=0)
     before = len(world.cloudflare.requests)
     assert len(await lb.pools()) == 3
@@ -119,7 +131,10 @@ async def test_rate_limited_throughout(lb: CloudflareLoadBalancer, world: Sandbo
 
 async def test_server_errors(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
     await fault(world, kind="500", times=3)
-    with pytest.raises(ProviderUnavailable, match=r"^Cloudflare failed \(HTTP 500\) while reading the pools; retried twice$"):
+    with pytest.raises(
+        ProviderUnavailable,
+        match=r"^Cloudflare failed \(HTTP 500\) while reading the pools; retried twice$",
+    ):
         await lb.pools()
 
 
@@ -137,7 +152,9 @@ async def test_token_without_permission(lb: CloudflareLoadBalancer, world: Sandb
 
 async def test_events_refused_is_said_plainly(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
     await fault(world, kind="events_forbidden")
-    with pytest.raises(ProviderAuthError, match="lacks Analytics: Read .* reading the health events"):
+    with pytest.raises(
+        ProviderAuthError, match="lacks Analytics: Read .* reading the health events"
+    ):
         await lb.health_events()
     assert len(await lb.pools()) == 3  # everything else carries on
 
@@ -146,22 +163,33 @@ async def test_wrong_token(world: Sandbox) -> None:
     cf = world.cloudflare
     adapter = CloudflareLoadBalancer("wrong", cf.account_id, cf.zone_id, base_url=cf.base_url)
     try:
-        with pytest.raises(ProviderAuthError, match="rejected the API token .* check CLOUDFLARE_API_TOKEN"):
+        with pytest.raises(
+            ProviderAuthError, match="rejected the API token .* check CLOUDFLARE_API_TOKEN"
+        ):
             await adapter.pools()
     finally:
         await adapter.aclose()
 
 
-async def test_slow_answers_time_out_with_a_chat_sized_wait(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
+async def test_slow_answers_time_out_with_a_chat_sized_wait(
+    lb: CloudflareLoadBalancer, world: Sandbox
+) -> None:
     await fault(world, kind="slow", delay=1.5)
-    with pytest.raises(ProviderUnavailable, match=r"did not answer within 1 s while reading the pools; retried twice"):
+    with pytest.raises(
+        ProviderUnavailable,
+        match=r"did not answer within 1 s while reading the pools; retried twice",
+    ):
         await lb.pools()
 
 
 async def test_unreachable() -> None:
-    adapter = CloudflareLoadBalancer("t", "a", "z", base_url="http://127.0.0.1:9/client/v4", timeout=0.5)
+    adapter = CloudflareLoadBalancer(
+        "t", "a", "z", base_url="http://127.0.0.1:9/client/v4", timeout=0.5
+    )
     try:
-        with pytest.raises(ProviderUnavailable, match="cannot reach Cloudflare at http://127.0.0.1:9"):
+        with pytest.raises(
+            ProviderUnavailable, match="cannot reach Cloudflare at http://127.0.0.1:9"
+        ):
             await adapter.pools()
     finally:
         await adapter.aclose()
