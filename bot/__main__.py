@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING if args.command in ("demo", "sandbox") else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # A line per probe and per API call would drown what matters.
+    for noisy in ("httpx", "httpcore", "cloudflare"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             asyncio.run(serve(args.socket_mode))

@@ -87,3 +87,25 @@ def test_bad_database_url(given: str) -> None:
 def test_settings_are_a_plain_model() -> None:
     s = Settings(slack_bot_token="xoxb-1", slack_signing_secret="s")
     s.require("slack_bot_token", "slack_signing_secret")
+
+
+def test_half_set_cloudflare_names_what_is_missing() -> None:
+    s = Settings(cloudflare_api_token="t", cloudflare_account_id="a")
+    with pytest.raises(
+        ConfigError, match=r"^CLOUDFLARE_ZONE_ID is not set: expected the 32-character"
+    ):
+        _ = s.cloudflare_configured
+
+
+def test_global_key_in_the_environment_is_refused() -> None:
+    s = Settings(
+        cloudflare_api_token="t",
+        cloudflare_account_id="a",
+        cloudflare_zone_id="z",
+        cloudflare_email="x@y",
+    )
+    with pytest.raises(
+        ConfigError, match="CLOUDFLARE_EMAIL or CLOUDFLARE_API_KEY is set: unset them"
+    ):
+        _ = s.cloudflare_configured
+    assert Settings().cloudflare_configured is False

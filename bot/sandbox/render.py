@@ -15,6 +15,7 @@ EMOJI = {
     ":rotating_light:": "🚨",
     ":warning:": "⚠️ ",
     ":boom:": "💥",
+    ":x:": "❌",
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")

@@ -99,7 +99,7 @@ async def test_disable_one_origin_sends_only_writable_keys(
     lb: CloudflareLoadBalancer, world: Sandbox
 ) -> None:
     pool = (await lb.pools())[0]
-    # The stand-in answers 400 to read-only keys (healthy, failure_reason) in origins, as Cloudflare.
+    # The stand-in answers 400 to read-only origin keys (healthy, failure_reason), as Cloudflare.
     changed = await lb.set_origin_enabled(pool.id, "gateway-us-east", False)
     assert changed.origins[0].enabled is False
     [sent] = [e for e in world.cloudflare.exchanges if e.method == "PATCH"]
@@ -153,7 +153,7 @@ async def test_token_without_permission(lb: CloudflareLoadBalancer, world: Sandb
 async def test_events_refused_is_said_plainly(lb: CloudflareLoadBalancer, world: Sandbox) -> None:
     await fault(world, kind="events_forbidden")
     with pytest.raises(
-        ProviderAuthError, match="lacks Analytics: Read .* reading the health events"
+        ProviderAuthError, match=r"lacks Analytics: Read .* reading the health events"
     ):
         await lb.health_events()
     assert len(await lb.pools()) == 3  # everything else carries on
@@ -164,7 +164,7 @@ async def test_wrong_token(world: Sandbox) -> None:
     adapter = CloudflareLoadBalancer("wrong", cf.account_id, cf.zone_id, base_url=cf.base_url)
     try:
         with pytest.raises(
-            ProviderAuthError, match="rejected the API token .* check CLOUDFLARE_API_TOKEN"
+            ProviderAuthError, match=r"rejected the API token .* check CLOUDFLARE_API_TOKEN"
         ):
             await adapter.pools()
     finally:
@@ -188,7 +188,7 @@ async def test_unreachable() -> None:
     )
     try:
         with pytest.raises(
-            ProviderUnavailable, match="cannot reach Cloudflare at http://127.0.0.1:9"
+            ProviderUnavailable, match=r"cannot reach Cloudflare at http://127\.0\.0\.1:9"
         ):
             await adapter.pools()
     finally:

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from openapi_core import Config, OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
-from openapi_schema_validator import OAS30Validator
 from openapi_core.validation.request.validators import (
     V30RequestBodyValidator,
     V30RequestSecurityValidator,
 )
+from openapi_schema_validator import OAS30Validator
 
 from bot.errors import ProviderError
 from bot.loadbalancer.cloudflare import CloudflareLoadBalancer

@@ -1,0 +1,69 @@
+"""`/failover status` from every angle, and `/failover check`, through the Slack path."""
+
+from __future__ import annotations
+
+import httpx
+
+from bot.sandbox.render import render_message
+from bot.sandbox.world import Sandbox
+
+from .conftest import Served
+
+
+async def fault(world: Sandbox, **body: object) -> None:
+    async with httpx.AsyncClient() as http:
+        (
+            await http.post(f"{world.cloudflare.server.url}/_sandbox/faults", json=body)
+        ).raise_for_status()
+
+
+async def test_status_without_cloudflare_still_answers_with_the_probes(served: Served) -> None:
+    await fault(served.world, kind="500")
+    exchange = await served.user.command("status")
+    [reply] = exchange.replies
+    assert exchange.reply_seconds is not None and exchange.reply_seconds < 3.0
+    shown = render_message(reply)
+    assert "⚠️  Cloudflare's view is missing: " in shown
+    assert "🟢 us-east (primary)" in shown and "`gateway-us-east` healthy" in shown
+    assert "Routing" not in shown  # no routing table without Cloudflare's view
+
+
+async def test_a_disabled_pool_is_shown_and_its_traffic_moves(served: Served) -> None:
+    lb = served.bot.loadbalancer
+    assert lb is not None
+    pool = next(p for p in await lb.pools() if p.name == "foundation-apac-sg")
+    await lb.set_pool_enabled(pool.id, False)
+    [reply] = (await served.user.command("status apac-sg")).replies
+    shown = render_message(reply)
+    assert "⚪ apac-sg (tertiary) · pool `foundation-apac-sg` · disabled" in shown
+    assert "Cloudflare: pool disabled (no traffic, no health checks)" in shown
+    assert "OC SAS SEAS NEAS failed over from apac-sg" in shown
+
+
+async def test_check_passes_on_the_sandbox_as_planned(served: Served) -> None:
+    [reply] = (await served.user.command("check")).replies
+    shown = render_message(reply)
+    assert shown.splitlines()[0] == "✅ api.erlvinc.com matches the plan: 16 checks pass"
+
+
+async def test_check_says_what_differs_and_how_to_fix_it(served: Served) -> None:
+    cf = served.world.cloudflare
+    cf.monitors[cf.monitor_id]["path"] = "/healthz"
+    lb_state = cf.lbs[cf.lb_id]
+    lb_state["session_affinity"] = "none"
+    del lb_state["region_pools"]["SEAS"]
+    await fault(served.world, kind="events_forbidden")
+    [reply] = (await served.user.command("check")).replies
+    shown = render_message(reply)
+    assert shown.splitlines()[0] == "❌ api.erlvinc.com: 4 of 16 checks differ from the plan"
+    assert "❌ monitor method and path: live GET /healthz, plan GET /health" in shown
+    assert "fix: edit the monitor (Traffic → Load Balancing → Manage Monitors)" in shown
+    assert "❌ session affinity: live none, plan ip_cookie" in shown
+    assert "❌ geo regions mapped: unmapped: SEAS (they use the default pools)" in shown
+    assert "❌ health events: the API token lacks Analytics: Read" in shown
+    assert "the bot carries on without them" in shown
+
+
+async def test_check_takes_no_arguments(served: Served) -> None:
+    [reply] = (await served.user.command("check now")).replies
+    assert "`check` takes no arguments (got `now`)." in render_message(reply)
