@@ -95,6 +95,20 @@ def test_sandbox_prints_its_endpoints_first_and_serves_them() -> None:
                 headers={"Authorization": f"Bearer {endpoints['slack']['bot_token']}"},
             )
             assert auth.json()["ok"] is True
+            cf = endpoints["cloudflare"]
+            pools = http.get(
+                f"{cf['base_url']}/accounts/{cf['account_id']}/load_balancers/pools",
+                headers={"Authorization": f"Bearer {cf['api_token']}"},
+            ).json()
+            assert pools["success"] and len(pools["result"]) == 3
+            lbs = http.get(
+                f"{cf['base_url']}/zones/{cf['zone_id']}/load_balancers",
+                headers={"Authorization": f"Bearer {cf['api_token']}"},
+            ).json()
+            assert lbs["result"][0]["name"] == "api.erlvinc.com"
+            user = http.get(endpoints["public"]["url"], headers={"X-Geo-Region": "SEAS"})
+            assert user.json()["region"] == "apac-sg"
+            assert set(endpoints["relays"]) == {"WNAM", "WEU", "SEAS"}
         config = Path(endpoints["config"]).read_text()
         assert eu["url"] in config
     finally:
