@@ -124,6 +124,21 @@ class StatusSettings(_Model):
     deadline: Seconds = 2.5
 
 
+class WatchSettings(_Model):
+    """The background watch: probing, Cloudflare reads, alerting and incident policy."""
+
+    probe_interval: Seconds = 10.0  # the bot's own probes of every origin
+    cloudflare_poll: Seconds = 15.0  # Cloudflare allows about 1,200 API calls per 5 minutes
+    rto_alert: Seconds = (
+        60.0  # RTO Exceeded: this long without healthy traffic for a pool's regions
+    )
+    settle: Seconds = 120.0  # an incident closes once every pool it touched is healthy this long
+    reminder: Seconds = 1800.0  # an open incident is re-announced this often
+    flap_window: Seconds = 60.0  # at most one thread reply per pool in this window
+    lease_ttl: Seconds = 15.0
+    probe_concurrency: int = Field(default=64, ge=1, le=1024)
+
+
 class ServedBy(_Model):
     """How to tell which region served a request: a response header or a JSON field."""
 
@@ -160,6 +175,7 @@ class Fleet(_Model):
     targets: Targets = Targets()
     load_balancer: LoadBalancerSettings
     status: StatusSettings = StatusSettings()
+    watch: WatchSettings = WatchSettings()
     public: PublicSettings | None = None
     relays: list[Relay] = Field(default_factory=list)
 
