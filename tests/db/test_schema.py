@@ -73,3 +73,16 @@ async def test_serve_refuses_an_older_schema(world: Sandbox, migrated_url: str) 
     await engine.dispose()
     with pytest.raises(SchemaOutOfDate, match="at zzzz, which this bot does not know"):
         await build_bot(sandbox_settings(world, migrated_url))
+
+
+async def test_serve_refuses_a_schema_one_revision_behind(
+    world: Sandbox, database_url: str
+) -> None:
+    engine = create_engine(database_url)
+    await schema.upgrade(engine, "0001")
+    await engine.dispose()
+    with pytest.raises(
+        SchemaOutOfDate,
+        match="schema is at 0001 but this bot needs 0002: run `failover-bot migrate`",
+    ):
+        await build_bot(sandbox_settings(world, database_url))

@@ -1,0 +1,194 @@
+"""Incidents and their timelines: opened, joined and closed by the rules of DESIGN.md.
+
+Any PoolDegraded, PoolDown, FailoverTriggered or GrayFailure opens the single open incident or
+joins it; the incident closes once every region it touched has been healthy for ``settle``.
+Every change is written with the posts it owes to the channel (the outbox) in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import Incident, OutboxPost, TimelineEvent
+from bot.fleet import Fleet
+from bot.monitor import Event, EventKind, Severity
+
+RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+TITLES = {
+    EventKind.POOL_DEGRADED: "{region} degraded",
+    EventKind.POOL_DOWN: "{region} down",
+    EventKind.FAILOVER_TRIGGERED: "traffic failed over from {region}",
+    EventKind.GRAY_FAILURE: "gray failure on {region}",
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    time_to_detect: float | None
+    rto: float | None
+    time_to_recover: float | None
+
+
+def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return max(0.0, (later - earlier).total_seconds())
+
+
+async def open_incident(session: AsyncSession) -> Incident | None:
+    found = await session.scalars(
+        select(Incident).where(Incident.closed_at.is_(None)).order_by(Incident.id).limit(1)
+    )
+    return found.first()
+
+
+def owe(
+    session: AsyncSession,
+    incident: Incident,
+    kind: str,
+    now: datetime,
+    event: TimelineEvent | None = None,
+) -> None:
+    session.add(
+        OutboxPost(
+            created_at=now,
+            channel=incident.channel,
+            incident_id=incident.id,
+            kind=kind,
+            region=event.region if event else None,
+            event_id=event.id if event else None,
+            attempts=0,
+        )
+    )
+
+
+class Incidents:
+    def __init__(self, fleet: Fleet, channel: str) -> None:
+        self.fleet = fleet
+        self.channel = channel
+
+    async def apply(
+        self, session: AsyncSession, events: list[Event], now: datetime
+    ) -> Incident | None:
+        """Put ``events`` into the open incident (opening one if they call for it)."""
+        incident = await open_incident(session)
+        for event in events:
+            if incident is None:
+                if not event.kind.opens_incident:
+                    continue
+                incident = Incident(
+                    opened_at=now,
+                    began_at=event.began_at or event.at,
+                    severity=event.severity.value,
+                    regions=[event.region],
+                    title=TITLES[event.kind].format(region=event.region),
+                    channel=self.channel,
+                )
+                session.add(incident)
+                await session.flush()
+                detected = TimelineEvent(
+                    incident_id=incident.id,
+                    at=event.at,
+                    kind="Detected",
+                    region=event.region,
+                    severity=event.severity.value,
+                    text=f"first sign at {(event.began_at or event.at):%H:%M:%S} UTC, confirmed by the {event.source}",
+                    source=event.source,
+                )
+                session.add(detected)
+                incident.time_to_detect = _seconds(event.at, incident.began_at)
+                owe(session, incident, "open", now)
+            elif (
+                RANK[event.severity] > RANK[Severity(incident.severity)]
+                and event.kind.opens_incident
+            ):
+                incident.severity = event.severity.value
+                incident.title = TITLES[event.kind].format(region=event.region)
+            if event.region not in incident.regions and event.region in self.fleet.regions:
+                incident.regions = [*incident.regions, event.region]
+            text = event.evidence
+            if event.geos:
+                text = f"{text} ({len(event.geos)} geo regions)"
+            entry = TimelineEvent(
+                incident_id=incident.id,
+                at=event.at,
+                kind=event.kind.value,
+                region=event.region,
+                severity=event.severity.value,
+                text=text,
+                source=event.source,
+            )
+            session.add(entry)
+            await session.flush()
+            if event.kind is EventKind.FAILOVER_TRIGGERED and incident.rto is None:
+                incident.rto = _seconds(event.at, incident.began_at)
+            owe(session, incident, "reply", now, entry)
+            owe(session, incident, "update", now)
+        return incident
+
+    async def settle(
+        self, session: AsyncSession, healthy_since: Mapping[str, datetime | None], now: datetime
+    ) -> Incident | None:
+        """Close the open incident once every region it touched has been healthy ``settle`` s."""
+        incident = await open_incident(session)
+        if incident is None:
+            return None
+        settle = timedelta(seconds=self.fleet.watch.settle)
+        since = [healthy_since.get(r) for r in incident.regions]
+        if any(s is None or now - s < settle for s in since):
+            return None
+        recovered_at = max(s for s in since if s is not None)
+        incident.closed_at = now
+        incident.time_to_recover = _seconds(recovered_at, incident.began_at)
+        entry = TimelineEvent(
+            incident_id=incident.id,
+            at=now,
+            kind="Closed",
+            region=None,
+            severity=Severity.INFO.value,
+            text=f"every region healthy for {self.fleet.watch.settle:g} s",
+            source="bot",
+        )
+        session.add(entry)
+        await session.flush()
+        owe(session, incident, "close", now, entry)
+        owe(session, incident, "update", now)
+        return incident
+
+    async def remind(self, session: AsyncSession, now: datetime) -> bool:
+        incident = await open_incident(session)
+        if incident is None:
+            return False
+        last = incident.last_reminder_at or incident.opened_at
+        if (now - last).total_seconds() < self.fleet.watch.reminder:
+            return False
+        incident.last_reminder_at = now
+        owe(session, incident, "reminder", now)
+        return True
+
+    async def note(
+        self, session: AsyncSession, incident: Incident, author: str, text: str, now: datetime
+    ) -> TimelineEvent:
+        entry = TimelineEvent(
+            incident_id=incident.id,
+            at=now,
+            kind="Note",
+            region=None,
+            severity=Severity.INFO.value,
+            text=text,
+            source="operator",
+            author=author,
+        )
+        session.add(entry)
+        await session.flush()
+        owe(session, incident, "reply", now, entry)
+        return entry
+
+
+def figures(incident: Incident) -> Figures:
+    return Figures(incident.time_to_detect, incident.rto, incident.time_to_recover)

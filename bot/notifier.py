@@ -1,0 +1,61 @@
+"""The Notifier port: how services hand incidents to the channel, as domain objects (no render)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from bot.incidents import Figures
+from bot.monitor import PoolState
+
+
+@dataclass(frozen=True)
+class EntryView:
+    id: int
+    at: datetime
+    kind: str
+    region: str | None
+    severity: str
+    text: str
+    source: str
+    author: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    id: int
+    title: str
+    severity: str
+    opened_at: datetime
+    began_at: datetime
+    closed_at: datetime | None
+    regions: Sequence[str]
+    entries: Sequence[EntryView]
+    figures: Figures
+    rto_target: float
+    rejoin_target: float
+    now: datetime
+    states: Mapping[str, PoolState] = field(default_factory=dict)
+    failed_over: Mapping[str, str] = field(default_factory=dict)  # geo -> region serving it
+    fallback_geos: Sequence[str] = ()
+    silenced: Sequence[str] = ()
+
+
+class Notifier(Protocol):
+    async def post_incident(self, channel: str, incident: IncidentView) -> str:
+        """Post the incident's message; returns its ts."""
+        ...
+
+    async def update_incident(self, channel: str, ts: str, incident: IncidentView) -> None: ...
+
+    async def post_thread(
+        self,
+        channel: str,
+        thread_ts: str,
+        incident: IncidentView,
+        entries: Sequence[EntryView],
+        *,
+        reminder: bool = False,
+    ) -> str: ...

@@ -1,0 +1,136 @@
+"""The channel's incident message and its thread replies."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, HeaderBlock
+
+from bot.durations import format_duration
+from bot.notifier import EntryView, IncidentView
+from bot.views.reply import context, section
+from bot.views.status import STATE_EMOJI
+
+SEVERITY_EMOJI = {
+    "critical": ":red_circle:",
+    "warning": ":large_yellow_circle:",
+    "info": ":large_green_circle:",
+}
+KIND_LABEL = {
+    "PoolDegraded": "Pool Degraded",
+    "PoolDown": "Pool Down",
+    "FailoverTriggered": "Failover Triggered",
+    "GrayFailure": "Gray Failure",
+    "TrafficRestored": "Traffic Restored",
+    "Recovered": "Recovered",
+    "RTOExceeded": "RTO Exceeded",
+    "Note": "Note",
+    "Closed": "Resolved",
+    "Detected": "Detected",
+}
+SILENCE_ACTION = "silence_region"
+TIMELINE_ACTION = "show_timeline"
+
+
+def _figure(value: float | None, target: float | None = None) -> str:
+    if value is None:
+        return "—"
+    text = format_duration(value)
+    if target is not None:
+        text += " ✅" if value < target else f" ❌ (target {format_duration(target)})"
+    return text
+
+
+def incident_text(view: IncidentView) -> str:
+    state = "RESOLVED" if view.closed_at else view.severity.upper()
+    return f"Incident #{view.id} · {state} · {view.title}"
+
+
+def incident_blocks(view: IncidentView) -> list[Block]:
+    closed = view.closed_at is not None
+    emoji = "✅" if closed else {"critical": "🔴", "warning": "🟡"}.get(view.severity, "🟢")
+    blocks: list[Block] = [HeaderBlock(text=f"{emoji} {incident_text(view)}"[:150])]
+    lines = []
+    for region in view.regions:
+        state = view.states.get(region)
+        mark = STATE_EMOJI[state] if state else ":grey_question:"
+        muted = " · _silenced_" if region in view.silenced else ""
+        lines.append(f"{mark} *{region}* {state or 'unknown'}{muted}")
+    blocks.append(section("\n".join(lines) or "no region"))
+    moved: dict[str, list[str]] = defaultdict(list)
+    for geo, region in view.failed_over.items():
+        moved[region].append(geo)
+    if moved or view.fallback_geos:
+        routing = [f"• {' '.join(geos)} → *{region}*" for region, geos in moved.items()]
+        if view.fallback_geos:
+            routing.append(
+                f"• {' '.join(view.fallback_geos)} on the fallback pool: *no healthy pool left*"
+            )
+        blocks.append(section("*Routing now*\n" + "\n".join(routing)))
+    end = view.closed_at or view.now
+    f = view.figures
+    blocks.append(
+        context(
+            f"began {view.began_at:%H:%M:%S} UTC · {'lasted' if closed else 'elapsed'} "
+            f"{format_duration((end - view.began_at).total_seconds())} · detect {_figure(f.time_to_detect)} · "
+            f"RTO {_figure(f.rto, view.rto_target)}"
+            + (f" · recover {_figure(f.time_to_recover)}" if closed else "")
+        )
+    )
+    buttons = [
+        ButtonElement(
+            text=f"Silence {region} 1h",
+            action_id=f"{SILENCE_ACTION}:{region}",
+            value=region,
+            confirm=ConfirmObject(
+                title="Silence alerts?",
+                text=f"No thread replies for {region} for one hour (recoveries still post).",
+                confirm="Silence",
+                deny="Cancel",
+            ),
+        )
+        for region in view.regions[:4]
+        if region not in view.silenced and not closed
+    ]
+    buttons.append(
+        ButtonElement(text="Show timeline", action_id=TIMELINE_ACTION, value=str(view.id))
+    )
+    blocks.append(ActionsBlock(block_id=f"incident-{view.id}", elements=buttons))
+    return blocks
+
+
+def entry_line(e: EntryView) -> str:
+    label = KIND_LABEL.get(e.kind, e.kind)
+    emoji = SEVERITY_EMOJI.get(e.severity, "")
+    where = f" · {e.region}" if e.region else ""
+    who = f" ({e.author})" if e.author else ""
+    return f"{emoji} *{label}*{where} · {e.at:%H:%M:%S} UTC{who}\n{e.text}"
+
+
+def thread_text(view: IncidentView, entries: Sequence[EntryView], reminder: bool) -> str:
+    if reminder:
+        return f"Still ongoing: {incident_text(view)}"
+    return "; ".join(f"{KIND_LABEL.get(e.kind, e.kind)} {e.region or ''}".strip() for e in entries)
+
+
+def thread_blocks(view: IncidentView, entries: Sequence[EntryView], reminder: bool) -> list[Block]:
+    if reminder:
+        elapsed = format_duration((view.now - view.began_at).total_seconds())
+        states = ", ".join(f"{r} {view.states.get(r, 'unknown')}" for r in view.regions)
+        return [section(f":bell: *Still ongoing* after {elapsed}: {view.title} ({states})")]
+    if any(e.kind == "Closed" for e in entries):
+        f = view.figures
+        return [
+            section(
+                f":white_check_mark: *Resolved* after "
+                f"{format_duration(((view.closed_at or view.now) - view.began_at).total_seconds())}\n"
+                f"time to detect {_figure(f.time_to_detect)} · RTO {_figure(f.rto, view.rto_target)} · "
+                f"time to recover {_figure(f.time_to_recover)}"
+            )
+        ]
+    if len(entries) > 2:
+        first, last = entries[0], entries[-1]
+        head = f"*{len(entries)} changes* for {first.region or 'the fleet'} between {first.at:%H:%M:%S} and {last.at:%H:%M:%S} UTC (flapping), latest:"
+        return [section(head + "\n" + entry_line(last))]
+    return [section("\n\n".join(entry_line(e) for e in entries))]
