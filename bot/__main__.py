@@ -34,7 +34,10 @@ async def _until_stopped() -> None:
 async def serve(socket_mode: bool) -> None:
     settings = load_settings()
     bot = await build_bot(settings, socket_mode=socket_mode)
+    if bot.leadership is None:
+        log.warning("SLACK_CHANNEL is not set: serving commands, but no watch and no alerts")
     try:
+        await bot.start_watch()
         if socket_mode:
             from bot.slack.socket_mode import socket_mode_handler
 
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     # A line per probe and per API call would drown what matters.
     for noisy in ("httpx", "httpcore", "cloudflare"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A skipped run of a one-second job only means the last one is still sending.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:
         if args.command == "serve":
             asyncio.run(serve(args.socket_mode))

@@ -1,4 +1,4 @@
-"""Alerts: the outbox sent to the channel in order, within Slack's limits and the channel's patience.
+"""Alerts: the outbox sent to the channel in order, within Slack's limits and the readers' patience.
 
 One message per incident, kept current with updates (coalesced: many pending updates, one call);
 each event a reply in its thread. Pool Down inhibits Pool Degraded for the same pool; silenced
@@ -173,14 +173,11 @@ class Alerts:
                 continue
             by_region.setdefault(row.region, []).append(row)
         window = timedelta(seconds=self.fleet.watch.flap_window)
-        for region, group in by_region.items():
-            closing = any(r.kind == "close" for r in group)
-            if (
-                region is not None
-                and not closing
-                and now - last_reply.get(region, datetime.min.replace(tzinfo=now.tzinfo)) < window
-            ):
-                continue  # flapping: what waits goes out together when the window has passed
+        closing = any(r.kind == "close" for r in replies)  # at the end, all that is held goes out
+        never = datetime.min.replace(tzinfo=now.tzinfo)
+        for region, group in sorted(by_region.items(), key=lambda item: min(r.id for r in item[1])):
+            if region is not None and not closing and now - last_reply.get(region, never) < window:
+                continue  # one reply per pool per window: what waits goes out together later
             entries = [events[r.event_id] for r in group if r.event_id in events]
             await self._space(incident.channel)
             reply_ts = await self.notifier.post_thread(incident.channel, ts, view, entries)

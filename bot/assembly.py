@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 
 import httpx
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.alerts import Alerts
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
+from bot.db.lease import LeaderLease
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
+from bot.incidents import Incidents
 from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.loadbalancer.port import LoadBalancer
+from bot.scheduler import Leadership
 from bot.settings import Settings
 from bot.slack.app import build_bolt_app
+from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
 from bot.userview import UserView
+from bot.watch import Watch
 from commands.base import Services
 from commands.router import Router
 
@@ -33,8 +44,16 @@ class Bot:
     http: httpx.AsyncClient
     router: Router
     slack: AsyncApp
+    leadership: Leadership | None = None
+
+    async def start_watch(self) -> None:
+        """Start the scheduler and go for the lease (needs the running event loop)."""
+        if self.leadership is not None:
+            await self.leadership.start()
 
     async def aclose(self) -> None:
+        if self.leadership is not None:
+            await self.leadership.stop()
         await self.prober.aclose()
         if self.loadbalancer is not None:
             await self.loadbalancer.aclose()
@@ -69,4 +88,19 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     services = Services(fleet=fleet, status=status, loadbalancer=loadbalancer)
     router = Router(services, SqlAuditTrail(sessionmaker(engine)))
     slack = build_bolt_app(settings, router, socket_mode=socket_mode)
-    return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack)
+    leadership = None
+    if settings.slack_channel:
+        sessions = sessionmaker(engine)
+        clock = partial(datetime.now, UTC)
+        watch = Watch(
+            fleet, sessions, Incidents(fleet, settings.slack_channel), loadbalancer, clock
+        )
+        alerts = Alerts(
+            sessions, SlackNotifier(slack.client), fleet, lambda: watch.monitor.state, clock
+        )
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        lease = LeaderLease(sessions, holder, fleet.watch.lease_ttl)
+        # The watch probes on its own client: its concurrency cap must not starve status replies.
+        watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
+        leadership = Leadership(fleet, lease, watch, alerts, watch_prober)
+    return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)

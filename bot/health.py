@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ import httpx
 from bot.fleet import MonitorSettings, Origin
 from bot.observations import Outcome, ProbeResult
 
+log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # a health body is small; never buffer an unbounded answer
 MAX_CONCURRENCY = 64
 
@@ -134,12 +136,16 @@ class Prober:
         """One probe of ``origin``: up to 1 + retries attempts, stopping at the first healthy."""
         async with self._slots:
             at = datetime.now(UTC)
-            attempt = 0
+            attempt, reset_retried = 0, False
             while True:
                 attempt += 1
                 started = time.perf_counter()
                 verdict = await self._attempt(origin.url)
                 latency = time.perf_counter() - started
+                if verdict.reason.startswith("connection reset") and not reset_retried:
+                    # A pooled connection the server closed meanwhile: ask again once, for free.
+                    attempt, reset_retried = attempt - 1, True
+                    continue
                 if verdict.outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
                     break
             return ProbeResult(
@@ -185,3 +191,72 @@ class Prober:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         return results
+
+
+class ProbeLoop:
+    """Probes every origin once per interval, each in its own slot spread over the interval.
+
+    Each result goes to ``on_result`` as it arrives; when that asks for it (a change seen but not
+    yet confirmed), the origin is probed again at once rather than an interval later. A slot the
+    loop could not keep by a tenth of the interval is counted late; one missed entirely, dropped.
+    """
+
+    def __init__(
+        self,
+        prober: Prober,
+        targets: list[tuple[str, Origin]],
+        interval: float,
+        on_result: Callable[[ProbeResult], Awaitable[bool]],
+        confirmations: int = 2,
+    ) -> None:
+        self.prober = prober
+        self.targets = targets
+        self.interval = interval
+        self.on_result = on_result
+        self.confirmations = confirmations
+        self.late = 0
+        self.dropped = 0
+        self.probes = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        start = time.monotonic()
+        n = max(1, len(self.targets))
+        self._tasks = [
+            asyncio.create_task(self._origin(start + i * self.interval / n, region, origin))
+            for i, (region, origin) in enumerate(self.targets)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    async def _origin(self, slot: float, region: str, origin: Origin) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, slot - time.monotonic()))
+            if time.monotonic() - slot > self.interval / 10:
+                self.late += 1
+            try:
+                again = await self._probe(region, origin)
+                for _ in range(self.confirmations):
+                    if not again:
+                        break
+                    again = await self._probe(region, origin)
+            except Exception:
+                log.exception("probe of %s failed unexpectedly", origin.name)
+            slot += self.interval
+            now = time.monotonic()
+            if now > slot + self.interval / 10:
+                missed = int((now - slot) // self.interval) + 1
+                self.dropped += missed
+                slot += missed * self.interval
+
+    async def _probe(self, region: str, origin: Origin) -> bool:
+        self.probes += 1
+        return await self.on_result(await self.prober.probe(region, origin))

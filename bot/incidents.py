@@ -97,7 +97,10 @@ class Incidents:
                     kind="Detected",
                     region=event.region,
                     severity=event.severity.value,
-                    text=f"first sign at {(event.began_at or event.at):%H:%M:%S} UTC, confirmed by the {event.source}",
+                    text=(
+                        f"first sign at {(event.began_at or event.at):%H:%M:%S} UTC, "
+                        f"confirmed by the {event.source}"
+                    ),
                     source=event.source,
                 )
                 session.add(detected)

@@ -169,6 +169,7 @@ async def run_demo(base_config: str, script: Path | None = None, out: TextIO = s
         await schema.upgrade(engine)
         await engine.dispose()
         bot: Bot = await build_bot(settings)
+        await bot.start_watch()
         server = LocalServer(build_web_app(bot.slack))
         await server.start()
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)

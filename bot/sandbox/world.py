@@ -24,6 +24,7 @@ from bot.sandbox.slack import SlackStandIn
 from bot.settings import Settings
 
 BOT_TOKEN = "xoxb-sandbox-0000-failover"
+CHANNEL = "C0FAILOVER"  # the alert channel
 BOT_GEO = "ENAM"  # where the sandbox pretends the bot runs
 RELAY_GEOS = ("WNAM", "WEU", "SEAS")  # one per pool's home, as the seed's Terraform maps them
 
@@ -37,11 +38,20 @@ class Sandbox:
         monitor_interval: float = 2.0,
         propagation: float = 1.0,
         relays: tuple[str, ...] = RELAY_GEOS,
+        watch: dict[str, str] | None = None,
     ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
         self.base: Fleet = load_fleet(self.base_config)
         self.monitor_interval = monitor_interval
+        # The watch at sandbox speed: a failover happens in seconds, so look every second or two.
+        self.watch = {
+            "probe_interval": "2s",
+            "cloudflare_poll": "2s",
+            "settle": "10s",
+            "flap_window": "1m",
+            "lease_ttl": "6s",
+        } | (watch or {})
         self.bot_token = BOT_TOKEN
         self.signing_secret = secrets.token_hex(16)
         self.gateways = {name: Gateway(name) for name in self.base.regions}
@@ -67,6 +77,7 @@ class Sandbox:
             region["origins"] = [{**first, "url": origin_urls[first["name"]]}]
             region["minimum_origins"] = 1
         data.setdefault("monitor", {})["interval"] = f"{self.monitor_interval:g}s"
+        data["watch"] = data.get("watch", {}) | self.watch
         data["public"] = {
             "url": f"{public_url}/health",
             "served_by": {"json_field": "region"},
@@ -123,6 +134,7 @@ class Sandbox:
             cloudflare_account_id=self.cloudflare.account_id,
             cloudflare_zone_id=self.cloudflare.zone_id,
             cloudflare_base_url=self.cloudflare.base_url,
+            slack_channel=CHANNEL,
             database_url=database_url,
             failover_config=str(self.config_path),
         )

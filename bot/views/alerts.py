@@ -29,6 +29,7 @@ KIND_LABEL = {
     "Closed": "Resolved",
     "Detected": "Detected",
 }
+MAX_LISTED = 5  # more changes than this for one pool in a window is flapping: say so, show the last
 SILENCE_ACTION = "silence_region"
 TIMELINE_ACTION = "show_timeline"
 
@@ -73,7 +74,8 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     blocks.append(
         context(
             f"began {view.began_at:%H:%M:%S} UTC · {'lasted' if closed else 'elapsed'} "
-            f"{format_duration((end - view.began_at).total_seconds())} · detect {_figure(f.time_to_detect)} · "
+            f"{format_duration((end - view.began_at).total_seconds())} · "
+            f"detect {_figure(f.time_to_detect)} · "
             f"RTO {_figure(f.rto, view.rto_target)}"
             + (f" · recover {_figure(f.time_to_recover)}" if closed else "")
         )
@@ -121,16 +123,20 @@ def thread_blocks(view: IncidentView, entries: Sequence[EntryView], reminder: bo
         return [section(f":bell: *Still ongoing* after {elapsed}: {view.title} ({states})")]
     if any(e.kind == "Closed" for e in entries):
         f = view.figures
+        lasted = format_duration(((view.closed_at or view.now) - view.began_at).total_seconds())
         return [
             section(
-                f":white_check_mark: *Resolved* after "
-                f"{format_duration(((view.closed_at or view.now) - view.began_at).total_seconds())}\n"
-                f"time to detect {_figure(f.time_to_detect)} · RTO {_figure(f.rto, view.rto_target)} · "
+                f":white_check_mark: *Resolved* after {lasted}\n"
+                f"time to detect {_figure(f.time_to_detect)} · "
+                f"RTO {_figure(f.rto, view.rto_target)} · "
                 f"time to recover {_figure(f.time_to_recover)}"
             )
         ]
-    if len(entries) > 2:
+    if len(entries) > MAX_LISTED:
         first, last = entries[0], entries[-1]
-        head = f"*{len(entries)} changes* for {first.region or 'the fleet'} between {first.at:%H:%M:%S} and {last.at:%H:%M:%S} UTC (flapping), latest:"
+        head = (
+            f"*{len(entries)} changes* for {first.region or 'the fleet'} between "
+            f"{first.at:%H:%M:%S} and {last.at:%H:%M:%S} UTC (flapping), latest:"
+        )
         return [section(head + "\n" + entry_line(last))]
     return [section("\n\n".join(entry_line(e) for e in entries))]

@@ -1,0 +1,91 @@
+"""APScheduler's coarse jobs, and leadership: only the lease holder probes, reads and posts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.alerts import Alerts
+from bot.db.lease import LeaderLease
+from bot.fleet import Fleet
+from bot.health import ProbeLoop, Prober
+from bot.watch import Watch
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    def __init__(
+        self, fleet: Fleet, lease: LeaderLease, watch: Watch, alerts: Alerts, prober: Prober
+    ) -> None:
+        self.fleet = fleet
+        self.lease = lease
+        self.watch = watch
+        self.alerts = alerts
+        self.loop = ProbeLoop(
+            prober,
+            fleet.origins,
+            fleet.watch.probe_interval,
+            watch.on_probe,
+            confirmations=max(fleet.monitor.consecutive_down, fleet.monitor.consecutive_up),
+        )
+        self.leading = False
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def _job(
+        self, name: str, seconds: float, call: Callable[[], Awaitable[object]], lead: bool = True
+    ) -> None:
+        async def run() -> None:
+            if lead and not self.leading:
+                return
+            try:
+                await call()
+            except asyncio.CancelledError:
+                pass  # shutting down
+            except Exception:
+                log.exception("job %s failed", name)
+
+        self.scheduler.add_job(
+            run,
+            "interval",
+            seconds=seconds,
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+
+    async def start(self) -> None:
+        """Start inside the running loop; try for the lease at once."""
+        w = self.fleet.watch
+        self._job("lease", max(1.0, w.lease_ttl / 3), self.renew, lead=False)
+        self._job("cloudflare", w.cloudflare_poll, self.watch.poll_cloudflare)
+        self._job("tick", 1.0, self.watch.tick)
+        self._job("flush", 1.0, self.alerts.flush)
+        self.scheduler.start()
+        await self.renew()
+
+    async def renew(self) -> None:
+        held = await self.lease.acquire()
+        if held and not self.leading:
+            log.info("took the lease as %s: watching", self.lease.holder)
+            await self.watch.load()
+            self.leading = True
+            self.loop.start()
+            await self.watch.poll_cloudflare()
+        elif not held and self.leading:
+            log.warning("lost the lease: no longer watching")
+            self.leading = False
+            await self.loop.stop()
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        await self.loop.stop()
+        await self.loop.prober.aclose()
+        if self.leading:
+            self.leading = False
+            await self.lease.release()

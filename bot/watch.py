@@ -1,0 +1,149 @@
+"""The watch: probe results and Cloudflare reads through the monitor into incidents and posts.
+
+Run only by the lease holder. The monitor's state is written in the same transaction as the
+incident changes and the posts they owe, so a new leader carries on where this one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import StoredState, TimelineEvent
+from bot.errors import ProviderAuthError, ProviderError
+from bot.fleet import Fleet
+from bot.incidents import Incidents, open_incident
+from bot.loadbalancer.port import LoadBalancer
+from bot.monitor import Event, Monitor, MonitorState, PoolState
+from bot.observations import ProbeResult
+from bot.routing import routing_table
+
+log = logging.getLogger(__name__)
+MONITOR_KEY = "monitor"
+EVENTS_CURSOR = "cloudflare_events"
+
+
+class Watch:
+    def __init__(
+        self,
+        fleet: Fleet,
+        sessions: async_sessionmaker[AsyncSession],
+        incidents: Incidents,
+        loadbalancer: LoadBalancer | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self.incidents = incidents
+        self.loadbalancer = loadbalancer
+        self.clock = clock
+        self.monitor = Monitor(fleet)
+        self.events_readable = True
+
+    async def load(self) -> None:
+        """Take over the stored state (a new leader starts where the last one stopped)."""
+        async with self.sessions() as session:
+            stored = await session.get(StoredState, MONITOR_KEY)
+        state = MonitorState.model_validate(stored.value) if stored else MonitorState()
+        self.monitor = Monitor(self.fleet, state)
+
+    async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> None:
+        await self.incidents.apply(session, events, now)
+        await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+
+    async def on_probe(self, result: ProbeResult) -> bool:
+        """Hand one result to the monitor; True when the origin wants confirming at once."""
+        before = self.monitor.state.pools[result.region].origins[result.origin].model_copy()
+        now = self.clock()
+        events = self.monitor.observe(result, now)
+        after = self.monitor.state.pools[result.region].origins[result.origin]
+        if events or before.streak != after.streak or before.healthy != after.healthy:
+            async with self.sessions.begin() as session:
+                await self._commit(session, events, now)
+        return self.monitor.pending_confirmation(result.region, result.origin)
+
+    async def poll_cloudflare(self) -> None:
+        if self.loadbalancer is None:
+            return
+        try:
+            view = await self.loadbalancer.live_view(self.fleet.load_balancer.hostname)
+        except ProviderError as exc:
+            log.warning("Cloudflare read failed: %s", exc)
+            return
+        now = self.clock()
+        events = self.monitor.observe_cloudflare(
+            view, routing_table(view.load_balancer, view.pools), now
+        )
+        async with self.sessions.begin() as session:
+            await self._commit(session, events, now)
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Put Cloudflare's health events since the last one seen into the open incident."""
+        if self.loadbalancer is None or not self.events_readable:
+            return
+        async with self.sessions() as session:
+            cursor = await session.get(StoredState, EVENTS_CURSOR)
+        since = datetime.fromisoformat(cursor.value["since"]) if cursor else self.clock()
+        try:
+            found = await self.loadbalancer.health_events(since=since)
+        except ProviderAuthError as exc:
+            log.warning("%s; carrying on without Cloudflare's health events", exc)
+            self.events_readable = False
+            return
+        except ProviderError as exc:
+            log.warning("Cloudflare health events not read: %s", exc)
+            return
+        fresh = [e for e in found if e.at > since]
+        newest = max((e.at for e in fresh), default=since)
+        async with self.sessions.begin() as session:
+            incident = await open_incident(session)
+            if incident is not None:
+                for e in fresh:
+                    origins = "; ".join(
+                        f"{o.name} {'healthy' if o.healthy else 'unhealthy'}"
+                        + (f" ({o.failure_reason})" if o.failure_reason and not o.healthy else "")
+                        for o in e.origins
+                        if o.changed
+                    )
+                    region = self.fleet.region_of_pool(e.pool_name)
+                    state = "healthy" if e.pool_healthy else "unhealthy"
+                    session.add(
+                        TimelineEvent(
+                            incident_id=incident.id,
+                            at=e.at,
+                            kind="CloudflareHealth",
+                            region=region,
+                            severity="info" if e.pool_healthy else "warning",
+                            text=f"Cloudflare: pool {e.pool_name} {state}"
+                            + (f": {origins}" if origins else ""),
+                            source="cloudflare",
+                        )
+                    )
+            await _store(session, EVENTS_CURSOR, {"since": newest.isoformat()}, self.clock())
+
+    def healthy_since(self) -> dict[str, datetime | None]:
+        out: dict[str, datetime | None] = {}
+        for region, pool in self.monitor.state.pools.items():
+            ok = pool.state is PoolState.HEALTHY and pool.cf_healthy is not False
+            out[region] = (pool.since or self.clock() - timedelta(days=1)) if ok else None
+        return out
+
+    async def tick(self) -> None:
+        now = self.clock()
+        events = self.monitor.tick(now)
+        async with self.sessions.begin() as session:
+            await self._commit(session, events, now)
+            await self.incidents.settle(session, self.healthy_since(), now)
+            await self.incidents.remind(session, now)
+
+
+async def _store(session: AsyncSession, name: str, value: dict[str, object], now: datetime) -> None:
+    row = await session.get(StoredState, name)
+    if row is None:
+        session.add(StoredState(name=name, value=value, updated_at=now))
+    else:
+        row.value, row.updated_at = value, now
