@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import silences
 from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
@@ -34,10 +35,7 @@ def entry_view(e: TimelineEvent) -> EntryView:
 
 
 async def active_silences(session: AsyncSession, now: datetime) -> dict[str, Silence]:
-    rows = await session.scalars(
-        select(Silence).where(Silence.ended_at.is_(None), Silence.until > now)
-    )
-    return {s.region: s for s in rows}
+    return {s.region: s for s in await silences.active(session, now)}
 
 
 async def incident_view(

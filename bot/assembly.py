@@ -85,8 +85,18 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     prober = Prober(fleet.monitor)
     http = httpx.AsyncClient(follow_redirects=True)
     status = StatusService(fleet, prober, loadbalancer, UserView(fleet, http, settings.relay_token))
-    services = Services(fleet=fleet, status=status, loadbalancer=loadbalancer)
-    router = Router(services, SqlAuditTrail(sessionmaker(engine)))
+    sessions = sessionmaker(engine)
+    clock = partial(datetime.now, UTC)
+    incidents = Incidents(fleet, settings.slack_channel or "")
+    services = Services(
+        fleet=fleet,
+        status=status,
+        loadbalancer=loadbalancer,
+        sessions=sessions,
+        incidents=incidents,
+        clock=clock,
+    )
+    router = Router(services, SqlAuditTrail(sessions))
     slack = build_bolt_app(settings, router, socket_mode=socket_mode)
     leadership = None
     if settings.slack_channel:

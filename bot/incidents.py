@@ -193,5 +193,10 @@ class Incidents:
         return entry
 
 
+async def recent_incidents(session: AsyncSession, limit: int = 10) -> list[Incident]:
+    rows = await session.scalars(select(Incident).order_by(Incident.id.desc()).limit(limit))
+    return list(rows)
+
+
 def figures(incident: Incident) -> Figures:
     return Figures(incident.time_to_detect, incident.rto, incident.time_to_recover)

@@ -6,6 +6,7 @@ incident changes and the posts they owe, so a new leader carries on where this o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -42,6 +43,8 @@ class Watch:
         self.clock = clock
         self.monitor = Monitor(fleet)
         self.events_readable = True
+        # Probe results arrive concurrently; their writes must land one after another, in order.
+        self._writing = asyncio.Lock()
 
     async def load(self) -> None:
         """Take over the stored state (a new leader starts where the last one stopped)."""
@@ -61,7 +64,7 @@ class Watch:
         events = self.monitor.observe(result, now)
         after = self.monitor.state.pools[result.region].origins[result.origin]
         if events or before.streak != after.streak or before.healthy != after.healthy:
-            async with self.sessions.begin() as session:
+            async with self._writing, self.sessions.begin() as session:
                 await self._commit(session, events, now)
         return self.monitor.pending_confirmation(result.region, result.origin)
 
@@ -77,7 +80,7 @@ class Watch:
         events = self.monitor.observe_cloudflare(
             view, routing_table(view.load_balancer, view.pools), now
         )
-        async with self.sessions.begin() as session:
+        async with self._writing, self.sessions.begin() as session:
             await self._commit(session, events, now)
         await self.catch_up()
 
@@ -99,7 +102,7 @@ class Watch:
             return
         fresh = [e for e in found if e.at > since]
         newest = max((e.at for e in fresh), default=since)
-        async with self.sessions.begin() as session:
+        async with self._writing, self.sessions.begin() as session:
             incident = await open_incident(session)
             if incident is not None:
                 for e in fresh:
@@ -135,7 +138,7 @@ class Watch:
     async def tick(self) -> None:
         now = self.clock()
         events = self.monitor.tick(now)
-        async with self.sessions.begin() as session:
+        async with self._writing, self.sessions.begin() as session:
             await self._commit(session, events, now)
             await self.incidents.settle(session, self.healthy_since(), now)
             await self.incidents.remind(session, now)

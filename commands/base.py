@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.fleet import Fleet
+from bot.incidents import Incidents
 from bot.invocation import Invocation as Invocation
 from bot.loadbalancer.port import LoadBalancer
 from bot.status import StatusService
@@ -19,6 +23,13 @@ class Services:
     fleet: Fleet
     status: StatusService
     loadbalancer: LoadBalancer | None = None
+    sessions: async_sessionmaker[AsyncSession] | None = None
+    incidents: Incidents | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def db(self) -> async_sessionmaker[AsyncSession]:
+        assert self.sessions is not None, "this command needs the database"
+        return self.sessions
 
 
 @dataclass(frozen=True)

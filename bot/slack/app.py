@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.invocation import Invocation
 from bot.settings import Settings
+from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
 from bot.views.reply import Reply
 from commands.router import Router
 
@@ -66,6 +68,31 @@ def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = Fa
         reply = await router.handle(invocation_from(body))
         try:
             await send(respond, reply)
+        except Exception:
+            log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
+
+    @app.action(re.compile(f"^({SILENCE_ACTION}|{TIMELINE_ACTION})"))
+    async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        action = body["actions"][0]
+        invocation = Invocation(
+            user_id=str(body.get("user", {}).get("id", "")),
+            user_name=str(body.get("user", {}).get("username", "")),
+            team_id=str(body.get("team", {}).get("id", "")),
+            channel_id=str(body.get("channel", {}).get("id", "")),
+            text=f"[button] {action.get('action_id')} {action.get('value', '')}",
+            kind="action",
+        )
+        reply = await router.handle_action(
+            invocation, str(action.get("action_id")), str(action.get("value", ""))
+        )
+        try:
+            await respond(
+                text=reply.text,
+                blocks=reply.block_dicts(),
+                response_type="ephemeral",
+                replace_original=False,
+            )
         except Exception:
             log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
 

@@ -28,6 +28,8 @@ KIND_LABEL = {
     "Note": "Note",
     "Closed": "Resolved",
     "Detected": "Detected",
+    "AlertPosted": "Alert posted",
+    "CloudflareHealth": "Cloudflare health",
 }
 MAX_LISTED = 5  # more changes than this for one pool in a window is flapping: say so, show the last
 SILENCE_ACTION = "silence_region"

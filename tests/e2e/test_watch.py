@@ -1,0 +1,221 @@
+"""The seed's scenarios with the watch running: what the channel received, what the timeline holds.
+
+The sandbox runs fast: the bot probes every second, reads Cloudflare every second, Cloudflare's
+monitor checks every second; RTO Exceeded after 6 s and a 10 s flap window stand in for 60 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.assembly import Bot, build_bot
+from bot.db import schema
+from bot.db.engine import create_engine, sessionmaker
+from bot.db.models import Incident, TimelineEvent
+from bot.sandbox.dataplane import GEO_HEADER
+from bot.sandbox.render import render_message
+from bot.sandbox.world import CHANNEL, Sandbox
+
+from ..conftest import CONFIG, eventually
+
+FAST = {
+    "probe_interval": "1s",
+    "cloudflare_poll": "1s",
+    "settle": "3s",
+    "rto_alert": "6s",
+    "flap_window": "10s",
+    "lease_ttl": "6s",
+}
+
+
+@pytest.fixture
+async def watching(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Bot]]:
+    world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
+    await world.start()
+    url = f"sqlite+aiosqlite:///{tmp_path}/watch.db"
+    engine = create_engine(url)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    bot = await build_bot(world.bot_settings(url))
+    await bot.start_watch()
+    yield world, bot
+    await bot.aclose()
+    await world.close()
+
+
+def channel(world: Sandbox) -> list[dict[str, Any]]:
+    return world.slack.channels.get(CHANNEL, [])
+
+
+def mains(world: Sandbox) -> list[dict[str, Any]]:
+    return [m for m in channel(world) if "thread_ts" not in m]
+
+
+def replies(world: Sandbox) -> list[str]:
+    return [render_message(m) for m in channel(world) if "thread_ts" in m]
+
+
+async def timeline(bot: Bot) -> tuple[Incident, list[str]]:
+    async with sessionmaker(bot.engine)() as session:
+        incident = (await session.scalars(select(Incident).order_by(Incident.id))).first()
+        assert incident is not None
+        rows = await session.scalars(
+            select(TimelineEvent)
+            .where(TimelineEvent.incident_id == incident.id)
+            .order_by(TimelineEvent.at, TimelineEvent.id)
+        )
+        return incident, [r.kind for r in rows]
+
+
+def in_order(kinds: list[str], expected: list[str]) -> bool:
+    it = iter(kinds)
+    return all(k in it for k in expected)
+
+
+async def closed(bot: Bot) -> bool:
+    async with sessionmaker(bot.engine)() as session:
+        incident = (await session.scalars(select(Incident))).first()
+        return incident is not None and incident.closed_at is not None
+
+
+async def test_single_region_outage(watching: tuple[Sandbox, Bot]) -> None:
+    world, bot = watching
+    await world.gateways["us-east"].set_mode("down")
+
+    async def failed_over() -> bool:
+        return bool(mains(world)) and "WNAM ENAM NSAM SSAM → eu-west" in render_message(
+            mains(world)[0]
+        )
+
+    await eventually(failed_over, within=15)
+    main = render_message(mains(world)[0])
+    assert main.startswith("🔴 Incident #1 · CRITICAL · us-east down")
+
+    async def down_replied() -> bool:
+        return any(
+            r.startswith("🔴 Pool Down · us-east") and "connection refused" in r
+            for r in replies(world)
+        )
+
+    await eventually(down_replied, within=5)
+    await world.gateways["us-east"].set_mode("healthy")
+
+    async def resolved() -> bool:
+        done = await closed(bot) and any("Resolved after" in r for r in replies(world))
+        return done and render_message(mains(world)[0]).startswith("✅")
+
+    await eventually(resolved, within=20)
+    assert len(mains(world)) == 1  # one message, kept current
+    final = render_message(mains(world)[0])
+    assert final.startswith("✅ Incident #1 · RESOLVED · us-east down") and "RTO" in final
+    assert any(
+        "Failover Triggered" in r for r in replies(world)
+    )  # held back by the window, then sent
+    incident, kinds = await timeline(bot)
+    assert in_order(
+        kinds,
+        ["Detected", "PoolDown", "FailoverTriggered", "Recovered", "TrafficRestored", "Closed"],
+    )
+    assert incident.rto is not None and incident.rto < 30
+    assert incident.time_to_detect is not None and incident.time_to_recover is not None
+    assert [c.method for c in world.slack.calls].count("chat.update") >= 1
+
+
+async def test_multi_region_outage_then_rto_exceeded(watching: tuple[Sandbox, Bot]) -> None:
+    world, bot = watching
+    await world.gateways["us-east"].set_mode("down")
+    await world.gateways["eu-west"].set_mode("down")
+
+    async def on_apac() -> bool:
+        return bool(mains(world)) and "→ apac-sg" in render_message(mains(world)[0])
+
+    await eventually(on_apac, within=15)
+    await world.gateways["apac-sg"].set_mode("down")
+    async with httpx.AsyncClient() as http:
+
+        async def exhausted() -> bool:
+            resp = await http.get(world.dataplane.url + "/health", headers={GEO_HEADER: "WEU"})
+            return resp.status_code == 503 and "Retry-After" in resp.headers
+
+        await eventually(exhausted, within=10)
+
+    async def rto_exceeded() -> bool:
+        return (
+            any(r.startswith("🔴 RTO Exceeded") for r in replies(world))
+            or "RTOExceeded" in (await timeline(bot))[1]
+        )
+
+    await eventually(rto_exceeded, within=20)
+    _, kinds = await timeline(bot)
+    assert in_order(kinds, ["Detected", "PoolDown", "FailoverTriggered", "RTOExceeded"])
+    assert "no healthy pool left" in render_message(mains(world)[0])
+
+
+async def test_partial_degradation_shifts_traffic(watching: tuple[Sandbox, Bot]) -> None:
+    world, bot = watching
+    await world.gateways["eu-west"].set_mode("degraded", check="d1")
+
+    async def shifted() -> bool:
+        return bool(mains(world)) and "WEU EEU ME NAF SAF → us-east" in render_message(
+            mains(world)[0]
+        )
+
+    await eventually(shifted, within=15)
+
+    async def down_replied() -> bool:
+        return any("Pool Down · eu-west" in r and "d1 error" in r for r in replies(world))
+
+    await eventually(down_replied, within=5)
+    _, kinds = await timeline(bot)
+    assert in_order(kinds, ["Detected", "PoolDown", "FailoverTriggered"])
+
+
+async def test_gray_failure(watching: tuple[Sandbox, Bot]) -> None:
+    world, bot = watching
+    await world.gateways["apac-sg"].set_mode("gray", check="kv")
+
+    async def said() -> bool:
+        return "GrayFailure" in (await timeline(bot))[1] if mains(world) else False
+
+    await eventually(said, within=15)
+    _, kinds = await timeline(bot)
+    assert "FailoverTriggered" not in kinds  # Cloudflare still sends SEAS to apac-sg
+
+    async def replied() -> bool:
+        return any("Gray Failure · apac-sg" in r for r in replies(world))
+
+    await eventually(replied, within=15)
+    gray = next(r for r in replies(world) if "Gray Failure" in r)
+    assert "the bot's probes fail" in gray and "Cloudflare marks it healthy" in gray
+
+
+async def test_flapping_gateway_stays_within_the_message_bound(
+    watching: tuple[Sandbox, Bot],
+) -> None:
+    world, _ = watching
+    await world.gateways["eu-west"].set_mode("flapping", check="d1", period=2.5)
+    await eventually(lambda: _true(bool(mains(world))), within=15)
+    started = world.slack.calls[-1].at
+    await asyncio.sleep(30)  # three flap windows
+    assert len(mains(world)) == 1
+    thread_posts = [
+        c.at
+        for c in world.slack.calls
+        if c.method == "chat.postMessage" and c.args.get("thread_ts")
+    ]
+    during = [t for t in thread_posts if t >= started - 15]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
+    assert all(g >= 9.5 for g in gaps), gaps  # at most one reply per pool per 10 s window
+    assert len(during) <= 4
+
+
+async def _true(value: bool) -> bool:
+    return value
