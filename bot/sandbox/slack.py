@@ -39,6 +39,7 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {}
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self._response_channel: dict[str, str] = {}
+        self.rate_limited = 0  # the next N Web API calls answer 429, as Slack does under load
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._response_ids = itertools.count(1)
@@ -98,6 +99,11 @@ class SlackStandIn:
         self.calls.append(Recorded(method, args))
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() or str(args.get("token", ""))
+        if self.rate_limited > 0:
+            self.rate_limited -= 1
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"}
+            )
         if token != self.bot_token:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         result = await self._answer(method, args)

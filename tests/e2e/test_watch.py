@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,48 @@ async def test_flapping_gateway_stays_within_the_message_bound(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_slack_rate_limits_are_waited_out(watching: tuple[Sandbox, Bot]) -> None:
+    world, _ = watching
+    world.slack.rate_limited = 2  # Slack answers 429 with Retry-After: 1, twice
+    await world.gateways["apac-sg"].set_mode("down")
+    await eventually(lambda: _true(bool(mains(world))), within=20)
+    assert [c.method for c in world.slack.calls[:3]] == ["chat.postMessage"] * 3  # 429, 429, posted
+
+
+async def test_catching_up_after_the_bot_was_down(tmp_path: Path) -> None:
+    world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
+    await world.start()
+    url = f"sqlite+aiosqlite:///{tmp_path}/watch.db"
+    engine = create_engine(url)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    try:
+        first = await build_bot(world.bot_settings(url))
+        await first.start_watch()  # takes the lease, reads Cloudflare once: the cursor is set
+        await asyncio.sleep(1.5)
+        await first.aclose()
+        await world.gateways["us-east"].set_mode("down")
+        await asyncio.sleep(4)  # Cloudflare's monitor notices while no bot runs
+        restarted = datetime.now(UTC)
+        second = await build_bot(world.bot_settings(url))
+        await second.start_watch()
+        try:
+
+            async def caught_up() -> bool:
+                async with sessionmaker(second.engine)() as session:
+                    rows = list(
+                        await session.scalars(
+                            select(TimelineEvent).where(TimelineEvent.kind == "CloudflareHealth")
+                        )
+                    )
+                return any(
+                    r.at < restarted and "foundation-us-east unhealthy" in r.text for r in rows
+                )
+
+            await eventually(caught_up, within=10)
+        finally:
+            await second.aclose()
+    finally:
+        await world.close()
