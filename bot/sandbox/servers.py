@@ -21,12 +21,19 @@ class LocalServer:
 
     def __init__(self, app: web.Application, port: int | None = None) -> None:
         self.app = app
-        self.port = port or free_port()
+        # Hold the port from the start: a port merely picked could be taken before it is bound.
+        self._sock: socket.socket | None = None
+        if port is None:
+            self._sock = socket.socket()
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((HOST, 0))
+            port = int(self._sock.getsockname()[1])
+        self.port = port
         # Sandbox servers may hold slow requests; closing must not wait for them.
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=0.2
         )
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
         self._set_up = False
 
     @property
@@ -42,7 +49,10 @@ class LocalServer:
             await self._runner.setup()
             self._set_up = True
         if self._site is None:
-            self._site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
+            if self._sock is not None:
+                self._site, self._sock = web.SockSite(self._runner, self._sock), None
+            else:
+                self._site = web.TCPSite(self._runner, HOST, self.port, reuse_address=True)
             await self._site.start()
 
     async def stop_listening(self) -> None:
@@ -52,6 +62,9 @@ class LocalServer:
             self._site = None
 
     async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         await self.stop_listening()
         if self._set_up:
             await self._runner.cleanup()
