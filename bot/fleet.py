@@ -139,6 +139,20 @@ class WatchSettings(_Model):
     probe_concurrency: int = Field(default=64, ge=1, le=1024)
 
 
+class AccessSettings(_Model):
+    """Who may do what: everyone reads; operators drain and drill; approvers approve."""
+
+    operators: list[str] = Field(default_factory=list)  # Slack user ids (U…) or user groups (S…)
+    approvers: list[str] = Field(default_factory=list)
+
+
+class OperationSettings(_Model):
+    settle: Seconds = 60.0  # no second change to a pool within this, and none while one settles
+    drain_default: Seconds = 7200.0
+    drain_max: Seconds = 86400.0
+    rejoin_timeout: Seconds = 120.0  # how long a restore is watched for its regions' return
+
+
 class ServedBy(_Model):
     """How to tell which region served a request: a response header or a JSON field."""
 
@@ -176,6 +190,8 @@ class Fleet(_Model):
     load_balancer: LoadBalancerSettings
     status: StatusSettings = StatusSettings()
     watch: WatchSettings = WatchSettings()
+    access: AccessSettings = AccessSettings()
+    operations: OperationSettings = OperationSettings()
     public: PublicSettings | None = None
     relays: list[Relay] = Field(default_factory=list)
 

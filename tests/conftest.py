@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.assembly import Bot, build_bot
+from bot.balancer import LiveView, LoadBalancerInfo, OriginInfo, PoolInfo
 from bot.db import schema
 from bot.db.engine import create_engine
 from bot.fleet import Fleet, load_fleet
@@ -133,3 +134,32 @@ async def eventually(
             pytest.fail(f"condition not met within {within} s")
         await asyncio.sleep(every)
     return time.monotonic() - started
+
+
+def make_view(
+    fleet: Fleet,
+    healthy: dict[str, bool | None] | None = None,
+    enabled: dict[str, bool] | None = None,
+) -> LiveView:
+    """The fleet's load balancer as Cloudflare would show it, pools by region health."""
+    pools = {
+        r.pool: PoolInfo(
+            id=r.pool,
+            name=r.pool,
+            healthy=(healthy or {}).get(r.name, True),
+            enabled=(enabled or {}).get(r.name, True),
+            origins=tuple(OriginInfo(name=o.name, address=o.url, healthy=True) for o in r.origins),
+        )
+        for r in fleet.regions.values()
+    }
+    lb = fleet.load_balancer
+    pool_of = {r.name: r.pool for r in fleet.regions.values()}
+    info = LoadBalancerInfo(
+        id="lb",
+        name=lb.hostname,
+        steering_policy="geo",
+        default_pools=tuple(pool_of[n] for n in lb.default_pools),
+        fallback_pool=pool_of[lb.fallback_pool],
+        region_pools={g: tuple(pool_of[n] for n in names) for g, names in lb.region_pools.items()},
+    )
+    return LiveView(info, pools)

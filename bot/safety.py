@@ -1,0 +1,182 @@
+"""Rules for changes that move traffic, with reasons (pure).
+
+Before any change: the blast radius (per geo region, the pool serving it now and after, and that
+pool's health) and the rules. A change is refused when it would leave a geo region without a
+healthy enabled pool; the fallback pool may be changed only while every region keeps another
+healthy enabled pool, and only with an approver's approval; nothing moves while a drill runs or
+another change is settling; a pool is not changed twice within the settle time. Break-glass
+overrides a named rule (recorded and shown loudly by the caller), never the approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from bot.balancer import LiveView, PoolInfo
+from bot.fleet import Fleet
+from bot.routing import Via, routing_table
+
+
+class Rule(StrEnum):
+    NO_HEALTHY_POOL = "no-healthy-pool"
+    FALLBACK_POOL = "fallback-pool"
+    DRILL_RUNNING = "drill-running"
+    IN_FLIGHT = "change-in-flight"
+    TOO_SOON = "too-soon"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    kind: str  # drain, drill
+    region: str
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An operation that has changed, or is changing, the load balancer."""
+
+    kind: str
+    region: str
+    changed_at: datetime | None  # when its last change was applied; None while applying
+    finished: bool = False  # a drill or restore that has ended
+
+
+@dataclass(frozen=True)
+class BlastRow:
+    geo: str
+    now: str
+    after: str
+    after_healthy: bool
+
+    @property
+    def moves(self) -> bool:
+        return self.now != self.after
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rule: Rule
+    text: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    blast: list[BlastRow]
+    refusals: list[Refusal]
+    overridden: list[Refusal]
+    needs_approval: bool
+    noop: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusals and self.noop is None
+
+
+def after_change(view: LiveView, pool: PoolInfo, origin: str | None) -> dict[str, PoolInfo]:
+    """The pools as they would be once ``pool`` (or one origin of it) is disabled."""
+    pools = dict(view.pools)
+    if origin is None:
+        pools[pool.id] = replace(pool, enabled=False)
+        return pools
+    origins = tuple(replace(o, enabled=False) if o.name == origin else o for o in pool.origins)
+    up = [o for o in origins if o.enabled and o.healthy is not False]
+    healthy = pool.healthy if pool.healthy is False else len(up) >= pool.minimum_origins
+    pools[pool.id] = replace(pool, origins=origins, healthy=healthy)
+    return pools
+
+
+def blast_radius(fleet: Fleet, view: LiveView, after: Mapping[str, PoolInfo]) -> list[BlastRow]:
+    def name(pools: Mapping[str, PoolInfo], pool_id: str | None) -> str:
+        pool = pools.get(pool_id or "")
+        return (fleet.region_of_pool(pool.name) or pool.name) if pool else "none"
+
+    now = routing_table(view.load_balancer, view.pools)
+    later = routing_table(view.load_balancer, after)
+    return [
+        BlastRow(
+            geo,
+            name(view.pools, now[geo].pool_id),
+            name(after, later[geo].pool_id),
+            later[geo].via is not Via.FALLBACK,
+        )
+        for geo in now
+    ]
+
+
+def assess(
+    proposal: Proposal,
+    fleet: Fleet,
+    view: LiveView,
+    operations: Sequence[InFlight],
+    now: datetime,
+    break_glass: Collection[Rule] = (),
+) -> Assessment:
+    region = fleet.regions[proposal.region]
+    pool = view.pool_by_name(region.pool)
+    if pool is None:
+        raise LookupError(
+            f"pool {region.pool} of {proposal.region} is not in the load balancer's account"
+        )
+    noop = None
+    if proposal.kind == "drain" and proposal.origin is None and not pool.enabled:
+        noop = (
+            f"{proposal.region} is already drained (pool {pool.name} is disabled): nothing to do."
+        )
+    live_origin = pool.origin(proposal.origin) if proposal.origin else None
+    if proposal.origin is not None and live_origin is not None and not live_origin.enabled:
+        noop = f"origin {proposal.origin} of {proposal.region} is already disabled: nothing to do."
+    after = after_change(view, pool, proposal.origin)
+    blast = blast_radius(fleet, view, after)
+    refusals: list[Refusal] = []
+    stranded = [row.geo for row in blast if not row.after_healthy]
+    is_fallback = view.load_balancer.fallback_pool == pool.id
+    if stranded:
+        refusals.append(
+            Refusal(
+                Rule.NO_HEALTHY_POOL,
+                f"{' '.join(stranded)} would be left without a healthy enabled pool",
+            )
+        )
+        if is_fallback:
+            refusals.append(
+                Refusal(
+                    Rule.FALLBACK_POOL,
+                    f"{proposal.region} is the fallback pool: it may be changed only while every geo "
+                    "region keeps another healthy enabled pool",
+                )
+            )
+    settle = timedelta(seconds=fleet.operations.settle)
+    for op in operations:
+        if op.kind == "drill" and not op.finished:
+            refusals.append(Refusal(Rule.DRILL_RUNNING, f"a drill of {op.region} is running"))
+        elif op.changed_at is None and not op.finished:
+            refusals.append(Refusal(Rule.IN_FLIGHT, f"a {op.kind} of {op.region} is being applied"))
+        elif op.changed_at is not None and now - op.changed_at < settle:
+            left = settle - (now - op.changed_at)
+            if op.region == proposal.region:
+                refusals.append(
+                    Refusal(
+                        Rule.TOO_SOON,
+                        f"{op.region} changed {int((now - op.changed_at).total_seconds())} s ago; wait {int(left.total_seconds()) + 1} s",
+                    )
+                )
+            else:
+                refusals.append(
+                    Refusal(
+                        Rule.IN_FLIGHT,
+                        f"the {op.kind} of {op.region} is still settling ({int(left.total_seconds()) + 1} s left)",
+                    )
+                )
+    unique = list(dict.fromkeys(refusals))
+    overridden = [r for r in unique if r.rule in break_glass]
+    return Assessment(
+        blast=blast,
+        refusals=[r for r in unique if r.rule not in break_glass],
+        overridden=overridden,
+        needs_approval=is_fallback,
+        noop=noop,
+    )

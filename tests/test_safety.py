@@ -1,0 +1,127 @@
+"""Safety rules: each with its reason, and no sequence of allowed drains strands a geo region."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.balancer import LiveView
+from bot.fleet import Fleet, load_fleet
+from bot.routing import Via, routing_table
+from bot.safety import InFlight, Proposal, Rule, after_change, assess
+
+from .conftest import CONFIG, make_view
+
+NOW = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
+FLEET = load_fleet(CONFIG)
+
+
+def drain(region: str, origin: str | None = None) -> Proposal:
+    return Proposal("drain", region, origin)
+
+
+def test_blast_radius_of_draining_eu_west(fleet: Fleet) -> None:
+    a = assess(drain("eu-west"), fleet, make_view(fleet), [], NOW)
+    assert a.allowed and not a.needs_approval
+    moved = {r.geo: (r.now, r.after) for r in a.blast if r.moves}
+    assert moved == dict.fromkeys(("WEU", "EEU", "ME", "NAF", "SAF"), ("eu-west", "us-east"))
+    assert all(r.after_healthy for r in a.blast)
+
+
+def test_refused_when_it_strands_a_region(fleet: Fleet) -> None:
+    view = make_view(fleet, healthy={"us-east": False, "apac-sg": False})
+    a = assess(drain("eu-west"), fleet, view, [], NOW)
+    assert not a.allowed
+    [refusal] = a.refusals
+    assert refusal.rule is Rule.NO_HEALTHY_POOL
+    assert (
+        refusal.text.startswith("WNAM ENAM NSAM SSAM WEU")
+        and "without a healthy enabled pool" in refusal.text
+    )
+
+
+def test_fallback_pool_needs_approval_and_another_pool_everywhere(fleet: Fleet) -> None:
+    ok = assess(drain("us-east"), fleet, make_view(fleet), [], NOW)
+    assert ok.allowed and ok.needs_approval
+    view = make_view(fleet, healthy={"eu-west": False, "apac-sg": False})
+    refused = assess(drain("us-east"), fleet, view, [], NOW)
+    assert {r.rule for r in refused.refusals} == {Rule.NO_HEALTHY_POOL, Rule.FALLBACK_POOL}
+
+
+def test_drill_running_and_settling_changes_block(fleet: Fleet) -> None:
+    drill = InFlight("drill", "apac-sg", NOW - timedelta(minutes=5))
+    assert [
+        r.rule for r in assess(drain("eu-west"), fleet, make_view(fleet), [drill], NOW).refusals
+    ] == [Rule.DRILL_RUNNING]
+    applying = InFlight("drain", "apac-sg", None)
+    assert [
+        r.rule for r in assess(drain("eu-west"), fleet, make_view(fleet), [applying], NOW).refusals
+    ] == [Rule.IN_FLIGHT]
+    settling = InFlight("drain", "apac-sg", NOW - timedelta(seconds=20))
+    [r] = assess(drain("eu-west"), fleet, make_view(fleet), [settling], NOW).refusals
+    assert r.rule is Rule.IN_FLIGHT and "41 s left" in r.text
+
+
+def test_settled_drains_do_not_block_another_region(fleet: Fleet) -> None:
+    settled = InFlight("drain", "apac-sg", NOW - timedelta(minutes=10))
+    view = make_view(fleet, enabled={"apac-sg": False})
+    assert assess(drain("eu-west"), fleet, view, [settled], NOW).allowed
+
+
+def test_same_pool_twice_within_settle(fleet: Fleet) -> None:
+    restored = InFlight("drain", "eu-west", NOW - timedelta(seconds=30), finished=True)
+    [r] = assess(drain("eu-west"), fleet, make_view(fleet), [restored], NOW).refusals
+    assert r.rule is Rule.TOO_SOON and "wait 31 s" in r.text
+
+
+def test_break_glass_overrides_the_named_rule_only(fleet: Fleet) -> None:
+    view = make_view(fleet, healthy={"us-east": False, "apac-sg": False})
+    a = assess(drain("eu-west"), fleet, view, [], NOW, break_glass={Rule.NO_HEALTHY_POOL})
+    assert a.allowed and [r.rule for r in a.overridden] == [Rule.NO_HEALTHY_POOL]
+    b = assess(drain("us-east"), fleet, make_view(fleet), [], NOW, break_glass=set(Rule))
+    assert b.needs_approval  # never overridden
+
+
+def test_draining_a_drained_region_is_a_clear_noop(fleet: Fleet) -> None:
+    a = assess(drain("eu-west"), fleet, make_view(fleet, enabled={"eu-west": False}), [], NOW)
+    assert (
+        not a.allowed
+        and a.noop
+        == "eu-west is already drained (pool foundation-eu-west is disabled): nothing to do."
+    )
+
+
+def test_one_origin_of_a_one_origin_pool_is_the_pool(fleet: Fleet) -> None:
+    view = make_view(fleet, healthy={"us-east": False, "apac-sg": False})
+    a = assess(drain("eu-west", "gateway-eu-west"), fleet, view, [], NOW)
+    assert [r.rule for r in a.refusals] == [Rule.NO_HEALTHY_POOL]
+
+
+def stranded(view: LiveView) -> list[str]:
+    return [
+        g for g, r in routing_table(view.load_balancer, view.pools).items() if r.via is Via.FALLBACK
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    healthy=st.fixed_dictionaries({r: st.booleans() for r in FLEET.regions}),
+    steps=st.lists(st.tuples(st.sampled_from(list(FLEET.regions)), st.booleans()), max_size=8),
+)
+def test_no_sequence_of_allowed_drains_strands_a_geo_region(
+    healthy: dict[str, bool], steps: list[tuple[str, bool]]
+) -> None:
+    view = make_view(FLEET, healthy=healthy)  # type: ignore[arg-type]
+    for region, by_origin in steps:
+        if stranded(view):
+            break  # the fleet itself is down: no drain can be allowed, the rule holds trivially
+        pool = view.pool_by_name(FLEET.regions[region].pool)
+        assert pool is not None
+        origin = FLEET.regions[region].origins[0].name if by_origin else None
+        a = assess(drain(region, origin), FLEET, view, [], NOW)
+        if a.allowed:
+            view = replace(view, pools=after_change(view, pool, origin))
+            assert stranded(view) == [], (region, origin)
