@@ -145,8 +145,8 @@ def assess(
             refusals.append(
                 Refusal(
                     Rule.FALLBACK_POOL,
-                    f"{proposal.region} is the fallback pool: it may be changed only while every geo "
-                    "region keeps another healthy enabled pool",
+                    f"{proposal.region} is the fallback pool: it may be changed only while "
+                    "every geo region keeps another healthy enabled pool",
                 )
             )
     settle = timedelta(seconds=fleet.operations.settle)
@@ -156,21 +156,14 @@ def assess(
         elif op.changed_at is None and not op.finished:
             refusals.append(Refusal(Rule.IN_FLIGHT, f"a {op.kind} of {op.region} is being applied"))
         elif op.changed_at is not None and now - op.changed_at < settle:
-            left = settle - (now - op.changed_at)
+            ago = int((now - op.changed_at).total_seconds())
+            left = int((settle - (now - op.changed_at)).total_seconds()) + 1
             if op.region == proposal.region:
-                refusals.append(
-                    Refusal(
-                        Rule.TOO_SOON,
-                        f"{op.region} changed {int((now - op.changed_at).total_seconds())} s ago; wait {int(left.total_seconds()) + 1} s",
-                    )
-                )
+                text = f"{op.region} changed {ago} s ago; wait {left} s"
+                refusals.append(Refusal(Rule.TOO_SOON, text))
             else:
-                refusals.append(
-                    Refusal(
-                        Rule.IN_FLIGHT,
-                        f"the {op.kind} of {op.region} is still settling ({int(left.total_seconds()) + 1} s left)",
-                    )
-                )
+                text = f"the {op.kind} of {op.region} is still settling ({left} s left)"
+                refusals.append(Refusal(Rule.IN_FLIGHT, text))
     unique = list(dict.fromkeys(refusals))
     overridden = [r for r in unique if r.rule in break_glass]
     return Assessment(
