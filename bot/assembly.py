@@ -13,11 +13,13 @@ import httpx
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.access import Access
 from bot.alerts import Alerts
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.lease import LeaderLease
+from bot.drains import Drains
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
 from bot.incidents import Incidents
@@ -25,7 +27,7 @@ from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.loadbalancer.port import LoadBalancer
 from bot.scheduler import Leadership
 from bot.settings import Settings
-from bot.slack.app import build_bolt_app
+from bot.slack.app import build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
 from bot.userview import UserView
@@ -88,16 +90,21 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     sessions = sessionmaker(engine)
     clock = partial(datetime.now, UTC)
     incidents = Incidents(fleet, settings.slack_channel or "")
+    access = Access(fleet.access, None)
+    drains = Drains(fleet, sessions, loadbalancer, clock, settings.slack_channel or "")
     services = Services(
         fleet=fleet,
         status=status,
         loadbalancer=loadbalancer,
         sessions=sessions,
         incidents=incidents,
+        access=access,
+        drains=drains,
         clock=clock,
     )
     router = Router(services, SqlAuditTrail(sessions))
     slack = build_bolt_app(settings, router, socket_mode=socket_mode)
+    access.members = partial(group_members, slack.client)
     leadership = None
     if settings.slack_channel:
         sessions = sessionmaker(engine)
@@ -112,5 +119,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         lease = LeaderLease(sessions, holder, fleet.watch.lease_ttl)
         # The watch probes on its own client: its concurrency cap must not starve status replies.
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
-        leadership = Leadership(fleet, lease, watch, alerts, watch_prober)
+        notifier = SlackNotifier(slack.client)
+        alerts = Alerts(sessions, notifier, fleet, lambda: watch.monitor.state, clock)
+        leadership = Leadership(fleet, lease, watch, alerts, watch_prober, drains, notifier)
     return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)

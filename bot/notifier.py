@@ -59,3 +59,30 @@ class Notifier(Protocol):
         *,
         reminder: bool = False,
     ) -> str: ...
+
+
+@dataclass(frozen=True)
+class OperationView:
+    """A drain or drill as the channel shows it."""
+
+    id: int
+    kind: str
+    region: str
+    origin: str | None
+    state: str
+    requested_by: str
+    approved_by: str | None
+    reason: str
+    break_glass: Sequence[str]
+    applied_at: datetime | None
+    expires_at: datetime | None
+    blast: Sequence[tuple[str, str, str, bool]] = ()  # geo, now, after, after healthy
+    lines: Sequence[str] = ()  # what has happened, newest last
+
+
+class OperationNotifier(Protocol):
+    async def post_operation(self, channel: str, op: OperationView) -> str: ...
+
+    async def update_operation(self, channel: str, ts: str, op: OperationView) -> None: ...
+
+    async def post_operation_note(self, channel: str, thread_ts: str, text: str) -> str: ...

@@ -10,8 +10,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.alerts import Alerts
 from bot.db.lease import LeaderLease
+from bot.drains import Drains
 from bot.fleet import Fleet
 from bot.health import ProbeLoop, Prober
+from bot.notifier import OperationNotifier
 from bot.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -19,8 +21,17 @@ log = logging.getLogger(__name__)
 
 class Leadership:
     def __init__(
-        self, fleet: Fleet, lease: LeaderLease, watch: Watch, alerts: Alerts, prober: Prober
+        self,
+        fleet: Fleet,
+        lease: LeaderLease,
+        watch: Watch,
+        alerts: Alerts,
+        prober: Prober,
+        drains: Drains,
+        notifier: OperationNotifier,
     ) -> None:
+        self.drains = drains
+        self.notifier = notifier
         self.fleet = fleet
         self.lease = lease
         self.watch = watch
@@ -65,6 +76,7 @@ class Leadership:
         self._job("cloudflare", w.cloudflare_poll, self.watch.poll_cloudflare)
         self._job("tick", 1.0, self.watch.tick)
         self._job("flush", 1.0, self.alerts.flush)
+        self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
         self.scheduler.start()
         await self.renew()
 

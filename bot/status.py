@@ -112,6 +112,22 @@ class FleetStatus:
             )
         return None
 
+    def _moved(self, faults_only: bool) -> dict[str, list[str]]:
+        """Geo regions not on their preferred pool, by the region now serving them.
+
+        With ``faults_only``, those moved because their pool was drained (disabled) are left out.
+        """
+        view = self.cloudflare.view if self.cloudflare else None
+        moved: dict[str, list[str]] = {}
+        for geo, route in self.routes.items():
+            if not (route.failed_over or not route.healthy):
+                continue
+            preferred = view.pools.get(route.preferred or "") if view else None
+            if faults_only and route.healthy and preferred is not None and not preferred.enabled:
+                continue
+            moved.setdefault(self.region_of_pool(route.pool_id), []).append(geo)
+        return moved
+
     @property
     def gray_failures(self) -> list[str]:
         return [g for r in self.regions if (g := self.gray_failure(r))]
@@ -128,7 +144,9 @@ class FleetStatus:
 
     @property
     def healthy(self) -> bool:
-        regions_ok = all(r.state is PoolState.HEALTHY for r in self.regions)
+        # A drained (disabled) region is a decision, not a fault.
+        ok = (PoolState.HEALTHY, PoolState.DISABLED)
+        regions_ok = all(r.state in ok for r in self.regions) and not self._moved(faults_only=True)
         return regions_ok and not self.gray_failures and not self.user_problems
 
     @property
@@ -138,13 +156,15 @@ class FleetStatus:
         parts += [
             f"{r.region.name} {r.state}: {r.summary}"
             for r in self.regions
-            if r.state is not PoolState.HEALTHY and not self.gray_failure(r)
+            if r.state not in (PoolState.HEALTHY, PoolState.DISABLED) and not self.gray_failure(r)
         ]
         parts += self.user_problems
-        moved: dict[str, list[str]] = {}
-        for geo, route in self.routes.items():
-            if route.failed_over or not route.healthy:
-                moved.setdefault(self.region_of_pool(route.pool_id), []).append(geo)
+        moved = self._moved(faults_only=False)
+        drained = [r.region.name for r in self.regions if r.state is PoolState.DISABLED]
+        stranded = any(not self.routes[g].healthy for geos in moved.values() for g in geos)
+        if not parts and not stranded and drained:
+            where = "; ".join(f"{' '.join(g)} served by {to}" for to, g in moved.items())
+            return f"healthy; {', '.join(drained)} drained" + (f" ({where})" if where else "")
         for to, geos in moved.items():
             fallback = not all(self.routes[g].healthy for g in geos)
             verb = "falls back" if fallback else "failed over"

@@ -11,14 +11,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import StoredState, TimelineEvent
+from bot.db.models import JournalEntry, Operation, StoredState, TimelineEvent
 from bot.errors import ProviderAuthError, ProviderError
 from bot.fleet import Fleet
 from bot.incidents import Incidents, open_incident
 from bot.loadbalancer.port import LoadBalancer
-from bot.monitor import Event, Monitor, MonitorState, PoolState
+from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState
 from bot.observations import ProbeResult
 from bot.routing import routing_table
 
@@ -54,8 +55,41 @@ class Watch:
         self.monitor = Monitor(self.fleet, state)
 
     async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> None:
+        events = await self._divert_operation_traffic(session, events, now)
         await self.incidents.apply(session, events, now)
         await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+
+    async def _divert_operation_traffic(
+        self, session: AsyncSession, events: list[Event], now: datetime
+    ) -> list[Event]:
+        """Traffic moved by a drain or drill goes to its thread; it never opens an incident."""
+        moving = [
+            e
+            for e in events
+            if e.kind in (EventKind.FAILOVER_TRIGGERED, EventKind.TRAFFIC_RESTORED)
+        ]
+        if not moving:
+            return events
+        ops = {
+            op.region: op
+            for op in await session.scalars(
+                select(Operation).where(
+                    Operation.state.in_(("applying", "active", "restoring", "rejoining", "running"))
+                )
+            )
+        }
+        kept = []
+        for e in events:
+            op = ops.get(e.region)
+            if op is None or e not in moving:
+                kept.append(e)
+                continue
+            session.add(
+                JournalEntry(
+                    operation_id=op.id, at=e.at, phase="traffic", text=e.evidence, posted=False
+                )
+            )
+        return kept
 
     async def on_probe(self, result: ProbeResult) -> bool:
         """Hand one result to the monitor; True when the origin wants confirming at once."""

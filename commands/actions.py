@@ -2,15 +2,73 @@
 
 from datetime import timedelta
 
+from bot.drains import OperationRefused, view_of
 from bot.errors import UsageError
 from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
-from bot.views.reply import Reply
+from bot.views.errors import usage_error
+from bot.views.operations import APPROVE_ACTION, CANCEL_ACTION, CONFIRM_ACTION, approval_blocks
+from bot.views.reply import Reply, section
 from commands.base import Context
 from commands.incidents import timeline
 from commands.silences import region_of, silence_region
 
 
+async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
+    """Confirm, approve or cancel a drain: authorization is checked again on every button."""
+    drains = ctx.services.drains
+    access = ctx.services.access
+    user = ctx.invocation.user_id
+    if drains is None or access is None or not value.isdigit():
+        raise UsageError("This button is not for a known operation.")
+    try:
+        if action_id == CONFIRM_ACTION:
+            if not await access.is_operator(user):
+                return usage_error(
+                    f"Only operators may confirm changes. Operators: {access.who('operator')}."
+                )
+            op = await drains.confirm(int(value), user)
+            if op.state == "awaiting_approval":
+                view = view_of(op)
+                return Reply(
+                    text=f"<@{user}> asks an approver to approve: drain {op.region}",
+                    blocks=approval_blocks(view, user),
+                    public=True,
+                )
+            return Reply(
+                text=f"Draining {op.origin or op.region}…",
+                blocks=[
+                    section(
+                        f":hourglass_flowing_sand: Draining {op.origin or op.region}: "
+                        "the channel will show it."
+                    )
+                ],
+            )
+        if action_id == APPROVE_ACTION:
+            if not await access.is_approver(user):
+                return usage_error(
+                    f"Only approvers may approve. Approvers: {access.who('approver')}."
+                )
+            op = await drains.approve(int(value), user)
+            return Reply(
+                text=f"Approved: draining {op.region}.",
+                blocks=[
+                    section(f":white_check_mark: Approved by <@{user}>: draining {op.region}.")
+                ],
+                public=True,
+            )
+        if action_id == CANCEL_ACTION:
+            async with ctx.services.db()() as session:
+                op = await drains._load(session, int(value))
+            text = await drains.cancel(op.region, user)
+            return Reply(text=text, blocks=[section(text)])
+    except OperationRefused as exc:
+        return usage_error(str(exc))
+    raise UsageError(f"This button ({action_id}) is not one the bot knows.")
+
+
 async def run_action(action_id: str, value: str, ctx: Context) -> Reply:
+    if action_id in (CONFIRM_ACTION, APPROVE_ACTION, CANCEL_ACTION):
+        return await operation_action(action_id, value, ctx)
     if action_id.startswith(SILENCE_ACTION):
         region = region_of(value, ctx, "the Silence button")
         return await silence_region(

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.access import Access
+from bot.drains import Drains
 from bot.fleet import Fleet
 from bot.incidents import Incidents
 from bot.invocation import Invocation as Invocation
@@ -25,6 +27,8 @@ class Services:
     loadbalancer: LoadBalancer | None = None
     sessions: async_sessionmaker[AsyncSession] | None = None
     incidents: Incidents | None = None
+    access: Access | None = None
+    drains: Drains | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def db(self) -> async_sessionmaker[AsyncSession]:

@@ -15,7 +15,7 @@ from typing import Protocol
 from bot.errors import UsageError
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
-from commands import check, help, incidents, silences, status
+from commands import check, drains, help, incidents, silences, status
 from commands.actions import run_action
 from commands.base import Command, Context, Invocation, Services
 from commands.parsing import tokenize
@@ -31,6 +31,9 @@ COMMANDS: tuple[Command, ...] = (
     silences.SILENCE,
     silences.SILENCES,
     silences.UNSILENCE,
+    drains.DRAIN,
+    drains.RESTORE,
+    drains.DRAINS,
     help.COMMAND,
 )
 

@@ -134,3 +134,41 @@ class OutboxPost(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result: Mapped[str | None] = mapped_column(String(64), nullable=True)  # ts, or why skipped
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Operation(Base):
+    """A drain or a drill: its phase is committed before the external call it stands for."""
+
+    __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # drain, drill
+    region: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    state: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    break_glass: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    restored_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # saved config, figures
+
+
+class JournalEntry(Base):
+    __tablename__ = "operation_journal"
+    __table_args__ = (Index("ix_operation_journal_op", "operation_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[int] = mapped_column(ForeignKey("operations.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    phase: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    posted: Mapped[bool] = mapped_column(default=False)  # said in the operation's thread

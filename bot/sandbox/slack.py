@@ -39,7 +39,10 @@ class SlackStandIn:
         self.channels: dict[str, list[dict[str, Any]]] = {}
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self._response_channel: dict[str, str] = {}
-        self.rate_limited = 0  # the next N Web API calls answer 429, as Slack does under load
+        self.rate_limited = 0
+        self.usergroups: dict[str, list[str]] = {
+            "S0ONCALL": ["U0ONCALL"]
+        }  # the next N Web API calls answer 429, as Slack does under load
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._response_ids = itertools.count(1)
@@ -138,6 +141,11 @@ class SlackStandIn:
             return {"ok": False, "error": "message_not_found"}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
+        if method == "usergroups.users.list":
+            users = self.usergroups.get(str(args.get("usergroup", "")))
+            if users is None:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": users}
         if method == "views.publish":
             return {"ok": True, "view": args.get("view", {})}
         return {"ok": False, "error": "unknown_method"}

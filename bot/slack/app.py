@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.invocation import Invocation
 from bot.settings import Settings
 from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
+from bot.views.operations import APPROVE_ACTION, CANCEL_ACTION, CONFIRM_ACTION
 from bot.views.reply import Reply
 from commands.router import Router
 
@@ -34,6 +35,12 @@ def web_client(settings: Settings) -> AsyncWebClient:
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
         ],
     )
+
+
+async def group_members(client: AsyncWebClient, group: str) -> set[str]:
+    """Members of a Slack user group (usergroups:read)."""
+    resp = await client.usergroups_users_list(usergroup=group)
+    return set(resp.get("users") or [])
 
 
 def invocation_from(body: dict[str, Any]) -> Invocation:
@@ -71,7 +78,11 @@ def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = Fa
         except Exception:
             log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
 
-    @app.action(re.compile(f"^({SILENCE_ACTION}|{TIMELINE_ACTION})"))
+    @app.action(
+        re.compile(
+            f"^({SILENCE_ACTION}|{TIMELINE_ACTION}|{CONFIRM_ACTION}|{APPROVE_ACTION}|{CANCEL_ACTION})"
+        )
+    )
     async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         action = body["actions"][0]
@@ -90,7 +101,7 @@ def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = Fa
             await respond(
                 text=reply.text,
                 blocks=reply.block_dicts(),
-                response_type="ephemeral",
+                response_type="in_channel" if reply.public else "ephemeral",
                 replace_original=False,
             )
         except Exception:

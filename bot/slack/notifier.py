@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.notifier import EntryView, IncidentView
+from bot.notifier import EntryView, IncidentView, OperationView
 from bot.views.alerts import incident_blocks, incident_text, thread_blocks, thread_text
+from bot.views.operations import operation_blocks, operation_text
 
 
 class SlackNotifier:
@@ -43,4 +44,21 @@ class SlackNotifier:
             text=thread_text(incident, entries, reminder),
             blocks=[b.to_dict() for b in thread_blocks(incident, entries, reminder)],
         )
+        return str(resp["ts"])
+
+    async def post_operation(self, channel: str, op: OperationView) -> str:
+        blocks = [b.to_dict() for b in operation_blocks(op)]
+        resp = await self.client.chat_postMessage(
+            channel=channel, text=operation_text(op), blocks=blocks
+        )
+        return str(resp["ts"])
+
+    async def update_operation(self, channel: str, ts: str, op: OperationView) -> None:
+        blocks = [b.to_dict() for b in operation_blocks(op)]
+        await self.client.chat_update(
+            channel=channel, ts=ts, text=operation_text(op), blocks=blocks
+        )
+
+    async def post_operation_note(self, channel: str, thread_ts: str, text: str) -> str:
+        resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
         return str(resp["ts"])

@@ -83,6 +83,6 @@ async def test_serve_refuses_a_schema_one_revision_behind(
     await engine.dispose()
     with pytest.raises(
         SchemaOutOfDate,
-        match="schema is at 0001 but this bot needs 0002: run `failover-bot migrate`",
+        match="schema is at 0001 but this bot needs 0003: run `failover-bot migrate`",
     ):
         await build_bot(sandbox_settings(world, database_url))

@@ -1,0 +1,48 @@
+"""Who may do what: everyone reads; operators drain and drill; approvers approve others' changes.
+
+Entries are Slack user ids (U…, W…) or user-group ids (S…); groups are resolved through a port
+and cached for a minute, so a change of on-call rotation takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from bot.fleet import AccessSettings
+
+GroupMembers = Callable[[str], Awaitable[set[str]]]
+CACHE_SECONDS = 60.0
+
+
+class Access:
+    def __init__(self, settings: AccessSettings, members: GroupMembers | None = None) -> None:
+        self.settings = settings
+        self.members = members
+        self._cache: dict[str, tuple[float, set[str]]] = {}
+
+    async def _in(self, user: str, entries: list[str]) -> bool:
+        if user in entries:
+            return True
+        for group in (e for e in entries if e.startswith("S")):
+            if self.members is None:
+                continue
+            cached = self._cache.get(group)
+            if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+                cached = (time.monotonic(), await self.members(group))
+                self._cache[group] = cached
+            if user in cached[1]:
+                return True
+        return False
+
+    async def is_operator(self, user: str) -> bool:
+        return await self._in(user, self.settings.operators)
+
+    async def is_approver(self, user: str) -> bool:
+        return await self._in(user, self.settings.approvers)
+
+    def who(self, role: str) -> str:
+        entries = self.settings.operators if role == "operator" else self.settings.approvers
+        if not entries:
+            return f"no {role}s are configured ([access] in failover.toml)"
+        return ", ".join(f"<!subteam^{e}>" if e.startswith("S") else f"<@{e}>" for e in entries)

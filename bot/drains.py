@@ -1,0 +1,410 @@
+"""Drains: take a region (or one origin) out of rotation safely, with an expiry and an audit trail.
+
+Commands propose, confirm, approve, extend, cancel and restore; they only write the operation's
+phase. The lease holder's driver makes the load balancer calls, each after committing the phase
+it stands for, so a restarted bot finishes what a crashed one began (an expired drain is restored,
+an interrupted apply is applied or undone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.models import JournalEntry, Operation
+from bot.errors import FailoverBotError, ProviderError
+from bot.fleet import Fleet
+from bot.loadbalancer.port import LoadBalancer
+from bot.notifier import OperationNotifier, OperationView
+from bot.routing import routing_table
+from bot.safety import Assessment, InFlight, Proposal, Rule, assess
+
+log = logging.getLogger(__name__)
+
+PENDING = ("awaiting_confirmation", "awaiting_approval")
+CHANGING = ("applying", "restoring")
+HOLDING = ("active", "rejoining")
+OPEN = PENDING + CHANGING + HOLDING
+
+
+class OperationRefused(FailoverBotError):
+    """The operation may not proceed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Proposed:
+    operation: Operation | None
+    assessment: Assessment
+
+
+def view_of(op: Operation) -> OperationView:
+    return OperationView(
+        id=op.id,
+        kind=op.kind,
+        region=op.region,
+        origin=op.origin,
+        state=op.state,
+        requested_by=op.requested_by,
+        approved_by=op.approved_by,
+        reason=op.reason,
+        break_glass=list(op.break_glass or []),
+        applied_at=op.applied_at,
+        expires_at=op.expires_at,
+        blast=[tuple(row) for row in (op.detail or {}).get("blast", [])],
+        lines=list((op.detail or {}).get("lines", [])),
+    )
+
+
+def journal(
+    session: AsyncSession, op: Operation, now: datetime, phase: str, text: str, post: bool = True
+) -> None:
+    session.add(JournalEntry(operation_id=op.id, at=now, phase=phase, text=text, posted=not post))
+    op.updated_at = now
+
+
+async def in_flight(session: AsyncSession, fleet: Fleet, now: datetime) -> list[InFlight]:
+    """Operations that count for the safety rules: changing, holding, or changed within settle."""
+    since = now - timedelta(seconds=fleet.operations.settle)
+    rows = await session.scalars(
+        select(Operation).where(
+            (Operation.state.in_(CHANGING + HOLDING)) | (Operation.finished_at > since)
+        )
+    )
+    out = []
+    for op in rows:
+        changed = op.restored_at or op.applied_at
+        if op.state in CHANGING:
+            changed = None
+        finished = op.finished_at is not None
+        out.append(InFlight(op.kind, op.region, changed, finished))
+    return out
+
+
+class Drains:
+    def __init__(
+        self,
+        fleet: Fleet,
+        sessions: async_sessionmaker[AsyncSession],
+        loadbalancer: LoadBalancer | None,
+        clock: Callable[[], datetime],
+        channel: str,
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self.loadbalancer = loadbalancer
+        self.clock = clock
+        self.channel = channel
+
+    def _lb(self) -> LoadBalancer:
+        if self.loadbalancer is None:
+            raise OperationRefused(
+                "Cloudflare is not configured: set CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID and "
+                "CLOUDFLARE_ZONE_ID to drain or drill."
+            )
+        return self.loadbalancer
+
+    async def assess(self, proposal: Proposal, break_glass: Collection[Rule] = ()) -> Assessment:
+        view = await self._lb().live_view(self.fleet.load_balancer.hostname)
+        now = self.clock()
+        async with self.sessions() as session:
+            ops = await in_flight(session, self.fleet, now)
+        return assess(proposal, self.fleet, view, ops, now, break_glass)
+
+    async def propose(
+        self,
+        proposal: Proposal,
+        reason: str,
+        length: float,
+        user: str,
+        break_glass: Collection[Rule],
+    ) -> Proposed:
+        a = await self.assess(proposal, break_glass)
+        if not a.allowed:
+            return Proposed(None, a)
+        now = self.clock()
+        async with self.sessions.begin() as session:
+            op = Operation(
+                kind=proposal.kind,
+                region=proposal.region,
+                origin=proposal.origin,
+                state="awaiting_confirmation",
+                requested_by=user,
+                reason=reason,
+                break_glass=sorted(
+                    str(r) for r in break_glass if r in {x.rule for x in a.overridden}
+                ),
+                created_at=now,
+                updated_at=now,
+                channel=self.channel,
+                detail={
+                    "length": length,
+                    "blast": [[r.geo, r.now, r.after, r.after_healthy] for r in a.blast],
+                    "needs_approval": a.needs_approval,
+                },
+            )
+            session.add(op)
+            await session.flush()
+            journal(session, op, now, "proposed", f"proposed by {user}: {reason}", post=False)
+        return Proposed(op, a)
+
+    async def _load(self, session: AsyncSession, op_id: int) -> Operation:
+        op = await session.get(Operation, op_id)
+        if op is None:
+            raise OperationRefused(f"There is no operation {op_id}.")
+        return op
+
+    async def confirm(self, op_id: int, user: str) -> Operation:
+        """The requester's confirm button: checked again against the state of now."""
+        async with self.sessions() as session:
+            op = await self._load(session, op_id)
+        if op.state != "awaiting_confirmation":
+            raise OperationRefused(f"This {op.kind} is already {op.state.replace('_', ' ')}.")
+        if op.requested_by != user:
+            raise OperationRefused("Only the operator who asked for it may confirm it.")
+        breaking = {Rule(r) for r in op.break_glass}
+        a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
+        async with self.sessions.begin() as session:
+            op = await self._load(session, op_id)
+            now = self.clock()
+            if not a.allowed:
+                op.state, op.finished_at = "cancelled", now
+                why = a.noop or "; ".join(r.text for r in a.refusals)
+                journal(session, op, now, "refused", f"refused at confirmation: {why}", post=False)
+                raise OperationRefused(
+                    f"Things changed since you asked, so it is refused now: {why}."
+                )
+            op.state = "awaiting_approval" if a.needs_approval else "applying"
+            journal(session, op, now, op.state, f"confirmed by {user}", post=False)
+            return op
+
+    async def approve(self, op_id: int, user: str) -> Operation:
+        async with self.sessions() as session:
+            op = await self._load(session, op_id)
+        if op.state != "awaiting_approval":
+            raise OperationRefused(
+                f"This {op.kind} is {op.state.replace('_', ' ')}, not awaiting approval."
+            )
+        if op.requested_by == user:
+            raise OperationRefused("An approver other than the requester must approve.")
+        breaking = {Rule(r) for r in op.break_glass}
+        a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
+        async with self.sessions.begin() as session:
+            op = await self._load(session, op_id)
+            now = self.clock()
+            if not a.allowed:
+                op.state, op.finished_at = "cancelled", now
+                raise OperationRefused(
+                    "Refused now: " + (a.noop or "; ".join(r.text for r in a.refusals))
+                )
+            op.state, op.approved_by = "applying", user
+            journal(session, op, now, "approved", f"approved by {user}", post=False)
+            return op
+
+    async def active(self) -> list[Operation]:
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Operation)
+                .where(Operation.kind == "drain", Operation.state.in_(OPEN))
+                .order_by(Operation.id)
+            )
+            return list(rows)
+
+    async def find_open(self, session: AsyncSession, region: str) -> Operation | None:
+        rows = await session.scalars(
+            select(Operation).where(
+                Operation.kind == "drain", Operation.region == region, Operation.state.in_(OPEN)
+            )
+        )
+        return rows.first()
+
+    async def restore(self, region: str, user: str) -> str:
+        async with self.sessions.begin() as session:
+            op = await self.find_open(session, region)
+            now = self.clock()
+            if op is None:
+                lb = self._lb()
+                view = await lb.live_view(self.fleet.load_balancer.hostname)
+                pool = view.pool_by_name(self.fleet.regions[region].pool)
+                if pool is not None and pool.enabled and all(o.enabled for o in pool.origins):
+                    return f"{region} is not drained: nothing to restore."
+                # Disabled outside the bot: restore it all the same, and keep a record.
+                op = Operation(
+                    kind="drain", region=region, origin=None, state="restoring", requested_by=user,
+                    reason="restore of a pool disabled outside the bot", break_glass=[],
+                    created_at=now,
+                    updated_at=now, channel=self.channel, detail={},
+                )  # fmt: skip
+                session.add(op)
+                await session.flush()
+            elif op.state in PENDING:
+                op.state, op.finished_at = "cancelled", now
+                journal(
+                    session,
+                    op,
+                    now,
+                    "cancelled",
+                    f"cancelled by {user} before it was applied",
+                    post=False,
+                )
+                return f"The pending drain of {region} is cancelled; nothing had changed."
+            elif op.state in ("restoring", "rejoining"):
+                return f"{region} is already being restored."
+            else:
+                op.state = "restoring"
+            journal(session, op, now, "restoring", f"restore asked by {user}")
+        return f"Restoring {region}; the drain's thread will say when it serves its regions again."
+
+    async def extend(self, region: str, length: float, user: str) -> str:
+        async with self.sessions.begin() as session:
+            op = await self.find_open(session, region)
+            if op is None or op.state != "active" or op.expires_at is None or op.applied_at is None:
+                return f"{region} has no active drain to extend."
+            now = self.clock()
+            limit = op.applied_at + timedelta(seconds=self.fleet.operations.drain_max)
+            new = min(op.expires_at + timedelta(seconds=length), limit)
+            op.expires_at = new
+            journal(session, op, now, "extended", f"extended by {user} until {new:%H:%M:%S} UTC")
+        capped = " (the maximum)" if new == limit else ""
+        return f"The drain of {region} now restores itself at {new:%H:%M:%S} UTC{capped}."
+
+    async def cancel(self, region: str, user: str) -> str:
+        async with self.sessions.begin() as session:
+            op = await self.find_open(session, region)
+            if op is None:
+                return f"{region} has no drain to cancel."
+            if op.state not in PENDING:
+                return f"The drain of {region} is {op.state}: use `/failover restore {region}`."
+            now = self.clock()
+            op.state, op.finished_at = "cancelled", now
+            journal(session, op, now, "cancelled", f"cancelled by {user}", post=False)
+        return f"The pending drain of {region} is cancelled; nothing had changed."
+
+    # ------------------------------------------------------------------ the driver (lease holder)
+
+    async def drive(self, notifier: OperationNotifier) -> None:
+        """One pass: apply, expire, restore, watch rejoins, post what the journal owes."""
+        async with self.sessions() as session:
+            ops = list(
+                await session.scalars(
+                    select(Operation).where(
+                        Operation.kind == "drain", Operation.state.in_(CHANGING + HOLDING)
+                    )
+                )
+            )
+        for op in ops:
+            try:
+                await self._step(op.id)
+            except ProviderError as exc:
+                log.warning("drain %s: %s", op.id, exc)
+                async with self.sessions.begin() as session:
+                    stored = await self._load(session, op.id)
+                    journal(
+                        session, stored, self.clock(), "error", f"Cloudflare: {exc}; will try again"
+                    )
+            await self._post(op.id, notifier)
+
+    async def _step(self, op_id: int) -> None:
+        lb = self._lb()
+        async with self.sessions() as session:
+            op = await self._load(session, op_id)
+        pool = (await lb.live_view(self.fleet.load_balancer.hostname)).pool_by_name(
+            self.fleet.regions[op.region].pool
+        )
+        if pool is None:
+            raise ProviderError(f"pool of {op.region} not found")
+        now = self.clock()
+        if op.state == "applying":
+            if op.origin:
+                await lb.set_origin_enabled(pool.id, op.origin, False)
+            else:
+                await lb.set_pool_enabled(pool.id, False)
+            async with self.sessions.begin() as session:
+                stored = await self._load(session, op_id)
+                length = float(
+                    (stored.detail or {}).get("length") or self.fleet.operations.drain_default
+                )
+                stored.state, stored.applied_at = "active", now
+                stored.expires_at = now + timedelta(seconds=length)
+                journal(
+                    session,
+                    stored,
+                    now,
+                    "active",
+                    f"drained; restores itself at {stored.expires_at:%H:%M:%S} UTC",
+                )
+        elif op.state == "active" and op.expires_at is not None and op.expires_at <= now:
+            async with self.sessions.begin() as session:
+                stored = await self._load(session, op_id)
+                stored.state = "restoring"
+                journal(session, stored, now, "expired", "the drain expired: restoring it")
+            await self._restore_call(op, pool.id)
+        elif op.state == "restoring":
+            await self._restore_call(op, pool.id)
+        elif op.state == "rejoining":
+            await self._watch_rejoin(op)
+
+    async def _restore_call(self, op: Operation, pool_id: str) -> None:
+        lb = self._lb()
+        if op.origin:
+            await lb.set_origin_enabled(pool_id, op.origin, True)
+        else:
+            await lb.set_pool_enabled(pool_id, True)
+        now = self.clock()
+        async with self.sessions.begin() as session:
+            stored = await self._load(session, op.id)
+            stored.state, stored.restored_at = "rejoining", now
+            journal(
+                session, stored, now, "restored", "re-enabled; watching for its regions to return"
+            )
+
+    async def _watch_rejoin(self, op: Operation) -> None:
+        view = await self._lb().live_view(self.fleet.load_balancer.hostname)
+        routes = routing_table(view.load_balancer, view.pools)
+        pool = view.pool_by_name(self.fleet.regions[op.region].pool)
+        home = [g for g, r in routes.items() if r.preferred == (pool.id if pool else None)]
+        back = pool is not None and all(routes[g].pool_id == pool.id for g in home)
+        now = self.clock()
+        waited = (now - (op.restored_at or now)).total_seconds()
+        if back or waited > self.fleet.operations.rejoin_timeout:
+            async with self.sessions.begin() as session:
+                stored = await self._load(session, op.id)
+                stored.state, stored.finished_at = "restored", now
+                text = (
+                    f"serves {' '.join(home)} again, {waited:.0f} s after the restore"
+                    if back
+                    else f"not serving {' '.join(home)} after {waited:.0f} s: see /failover status"
+                )
+                journal(session, stored, now, "rejoined" if back else "rejoin-timeout", text)
+
+    async def _post(self, op_id: int, notifier: OperationNotifier) -> None:
+        async with self.sessions() as session:
+            op = await self._load(session, op_id)
+            owed = list(
+                await session.scalars(
+                    select(JournalEntry)
+                    .where(JournalEntry.operation_id == op_id, JournalEntry.posted.is_(False))
+                    .order_by(JournalEntry.id)
+                )
+            )
+        if not owed:
+            return
+        view = view_of(op)
+        ts = op.message_ts
+        if ts is None:
+            ts = await notifier.post_operation(op.channel, view)
+            async with self.sessions.begin() as session:
+                (await self._load(session, op_id)).message_ts = ts
+        for entry in owed:
+            await notifier.post_operation_note(
+                op.channel, ts, f"{entry.at:%H:%M:%S} UTC · {entry.text}"
+            )
+            async with self.sessions.begin() as session:
+                stored = await session.get(JournalEntry, entry.id)
+                if stored is not None:
+                    stored.posted = True
+        await notifier.update_operation(op.channel, ts, view)
