@@ -6,11 +6,13 @@ and cached for a minute, so a change of on-call rotation takes effect without a 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from bot.fleet import AccessSettings
 
+log = logging.getLogger(__name__)
 GroupMembers = Callable[[str], Awaitable[set[str]]]
 CACHE_SECONDS = 60.0
 
@@ -29,7 +31,12 @@ class Access:
                 continue
             cached = self._cache.get(group)
             if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
-                cached = (time.monotonic(), await self.members(group))
+                try:
+                    cached = (time.monotonic(), await self.members(group))
+                except Exception as exc:
+                    # Slack could not say: refuse rather than guess, and say why in the log.
+                    log.warning("could not read user group %s: %s", group, exc)
+                    continue
                 self._cache[group] = cached
             if user in cached[1]:
                 return True

@@ -163,3 +163,29 @@ def make_view(
         region_pools={g: tuple(pool_of[n] for n in names) for g, names in lb.region_pools.items()},
     )
     return LiveView(info, pools)
+
+
+FAST = {
+    "probe_interval": "1s",
+    "cloudflare_poll": "1s",
+    "settle": "3s",
+    "rto_alert": "6s",
+    "flap_window": "10s",
+    "lease_ttl": "6s",
+}
+
+
+@pytest.fixture
+async def watching(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Bot]]:
+    """A fast sandbox with a bot that watches (the lease holder), not served over HTTP."""
+    world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
+    await world.start()
+    url = f"sqlite+aiosqlite:///{tmp_path}/watch.db"
+    engine = create_engine(url)
+    await schema.upgrade(engine)
+    await engine.dispose()
+    bot = await build_bot(world.bot_settings(url))
+    await bot.start_watch()
+    yield world, bot
+    await bot.aclose()
+    await world.close()

@@ -48,6 +48,7 @@ class SlackStandIn:
         self._response_ids = itertools.count(1)
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # the SDK reads some methods with GET
         app.router.add_post("/response/{rid}", self._response)
         app.router.add_post("/_sandbox/response_urls", self._make_response_url)
         app.router.add_get("/_sandbox/calls", self._list_calls)
@@ -86,6 +87,8 @@ class SlackStandIn:
     @staticmethod
     async def _args(request: web.Request) -> dict[str, Any]:
         raw = await request.text()
+        if request.method == "GET":
+            return dict(request.query)
         if request.content_type == "application/json":
             data = json.loads(raw or "{}")
             return data if isinstance(data, dict) else {}

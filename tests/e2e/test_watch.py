@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from bot.assembly import Bot, build_bot
@@ -25,31 +23,7 @@ from bot.sandbox.dataplane import GEO_HEADER
 from bot.sandbox.render import render_message
 from bot.sandbox.world import CHANNEL, Sandbox
 
-from ..conftest import CONFIG, eventually
-
-FAST = {
-    "probe_interval": "1s",
-    "cloudflare_poll": "1s",
-    "settle": "3s",
-    "rto_alert": "6s",
-    "flap_window": "10s",
-    "lease_ttl": "6s",
-}
-
-
-@pytest.fixture
-async def watching(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Bot]]:
-    world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
-    await world.start()
-    url = f"sqlite+aiosqlite:///{tmp_path}/watch.db"
-    engine = create_engine(url)
-    await schema.upgrade(engine)
-    await engine.dispose()
-    bot = await build_bot(world.bot_settings(url))
-    await bot.start_watch()
-    yield world, bot
-    await bot.aclose()
-    await world.close()
+from ..conftest import CONFIG, FAST, eventually
 
 
 def channel(world: Sandbox) -> list[dict[str, Any]]:

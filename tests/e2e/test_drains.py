@@ -1,0 +1,159 @@
+"""Drains end to end: Slack commands and buttons in, the load balancer changed, the channel told."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.assembly import Bot
+from bot.db.engine import sessionmaker
+from bot.db.models import AuditEntry, Incident, Operation
+from bot.sandbox.render import render_message
+from bot.sandbox.servers import LocalServer
+from bot.sandbox.slack_client import SlackUser
+from bot.sandbox.world import CHANNEL, Sandbox
+from bot.slack.server import build_web_app
+
+from ..conftest import eventually
+
+
+@dataclass
+class Ops:
+    world: Sandbox
+    bot: Bot
+    user: SlackUser
+
+    async def say(self, text: str, user: str = "U0OPERATOR") -> str:
+        exchange = await self.user.command(text, user=user)
+        assert exchange.replies, text
+        self.last = exchange.replies[-1]
+        return render_message(self.last)
+
+    async def press(
+        self, label: str, user: str = "U0OPERATOR", message: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        source = message or self.last
+        for block in source.get("blocks", []):
+            for element in block.get("elements", []):
+                if element.get("type") == "button" and label in element["text"]["text"]:
+                    exchange = await self.user.click(
+                        element["action_id"], element["value"], user=user
+                    )
+                    assert exchange.status == 200
+                    return exchange.replies[-1]
+        raise AssertionError(f"no button {label!r} in {render_message(source)}")
+
+    async def pool_enabled(self, region: str) -> bool:
+        name = self.bot.fleet.regions[region].pool
+        return bool(
+            next(p["enabled"] for p in self.world.cloudflare.pools.values() if p["name"] == name)
+        )
+
+    def channel(self) -> list[str]:
+        return [render_message(m) for m in self.world.slack.channels.get(CHANNEL, [])]
+
+
+@pytest.fixture
+async def ops(watching: tuple[Sandbox, Bot]) -> AsyncIterator[Ops]:
+    world, bot = watching
+    server = LocalServer(build_web_app(bot.slack))
+    await server.start()
+    user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
+    yield Ops(world, bot, user)
+    await user.aclose()
+    await server.close()
+
+
+async def test_drain_confirm_apply_expire_and_rejoin(ops: Ops) -> None:
+    shown = await ops.say("drain eu-west --for 6s database upgrade")
+    assert "Ready to drain eu-west." in shown and "WEU EEU ME NAF SAF: eu-west → us-east" in shown
+    assert await ops.pool_enabled("eu-west")  # nothing happens before the confirm dialog
+    reply = await ops.press("Drain eu-west")
+    assert "Draining eu-west" in render_message(reply)
+
+    async def drained() -> bool:
+        return not await ops.pool_enabled("eu-west")
+
+    await eventually(drained, within=5)
+
+    async def expired_and_back() -> bool:
+        return any("serves WEU EEU ME NAF SAF again" in m for m in ops.channel())
+
+    await eventually(expired_and_back, within=25)
+    assert await ops.pool_enabled("eu-west")
+    channel = "\n".join(ops.channel())
+    assert "Drain of eu-west" in channel and "reason: database upgrade" in channel
+    assert "the drain expired: restoring it" in channel
+    assert "Cloudflare sends WEU EEU ME NAF SAF to us-east" in channel  # in the drain's thread
+    async with sessionmaker(ops.bot.engine)() as session:
+        assert (
+            await session.scalars(select(Incident))
+        ).first() is None  # a drain opens no incident
+        op = (await session.scalars(select(Operation))).one()
+        assert op.state == "restored" and op.requested_by == "U0OPERATOR"
+        audit = [a.text for a in await session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert audit[0] == "drain eu-west --for 6s database upgrade"
+    assert any(t.startswith("[button] confirm_operation") for t in audit)
+
+
+async def test_only_operators_and_checked_again_on_the_button(ops: Ops) -> None:
+    shown = await ops.say("drain eu-west --for 1h nope", user="U0STRANGER")
+    assert "Only operators may change traffic" in shown
+    await ops.say("drain eu-west --for 1h maintenance")
+    reply = await ops.press("Drain eu-west", user="U0STRANGER")
+    assert "Only operators may confirm changes" in render_message(reply)
+    reply = await ops.press("Drain eu-west", user="U0ONCALL")  # an operator through the group
+    assert "Only the operator who asked for it may confirm it" in render_message(reply)
+    assert await ops.pool_enabled("eu-west")
+
+
+async def test_the_fallback_pool_needs_another_approver(ops: Ops) -> None:
+    await ops.say("drain us-east --for 1h failover test")
+    ask = await ops.press("Drain us-east")
+    assert ask[
+        "response_type"
+    ] == "in_channel" and "An approver other than the requester" in render_message(ask)
+    denied = await ops.press("Approve", user="U0OPERATOR", message=ask)
+    assert "Only approvers may approve" in render_message(denied)
+    approved = await ops.press("Approve", user="U0APPROVER", message=ask)
+    assert "Approved by <@U0APPROVER>" in render_message(approved)
+
+    async def drained() -> bool:
+        return not await ops.pool_enabled("us-east")
+
+    await eventually(drained, within=5)
+
+
+async def test_refusals_dry_run_noop_extend_cancel(ops: Ops) -> None:
+    await ops.world.gateways["apac-sg"].set_mode("down")
+    await ops.world.gateways["us-east"].set_mode("down")
+
+    async def cloudflare_noticed() -> bool:
+        return (
+            sum(1 for p in ops.world.cloudflare.pools if not ops.world.cloudflare.pool_healthy(p))
+            == 2
+        )
+
+    await eventually(cloudflare_noticed, within=8)
+    refused = await ops.say("drain eu-west --for 1h risky")
+    assert "Refused to drain eu-west" in refused and "`no-healthy-pool`" in refused
+    dry = await ops.say("drain eu-west --dry-run")
+    assert "It would be refused" in dry
+    await ops.world.gateways["apac-sg"].set_mode("healthy")
+    await ops.world.gateways["us-east"].set_mode("healthy")
+
+    async def healthy_again() -> bool:
+        return all(ops.world.cloudflare.pool_healthy(p) for p in ops.world.cloudflare.pools)
+
+    await eventually(healthy_again, within=8)
+    shown = await ops.say("drain eu-west --for 1h --origin nope x")
+    assert "eu-west has no origin `nope`" in shown
+    shown = await ops.say("drain eu-west --for 48h too long")
+    assert "A drain lasts up to 24h" in shown
+    await ops.say("drain eu-west --for 1h planned")
+    assert "pending drain of eu-west is cancelled" in await ops.say("drain cancel eu-west")
+    assert (await ops.say("drains")).startswith("No region is drained")
