@@ -306,7 +306,7 @@ class Drains:
                     journal(
                         session, stored, self.clock(), "error", f"Cloudflare: {exc}; will try again"
                     )
-            await self._post(op.id, notifier)
+            await post_owed(self.sessions, op.id, notifier)
 
     async def _step(self, op_id: int) -> None:
         lb = self._lb()
@@ -381,30 +381,41 @@ class Drains:
                 )
                 journal(session, stored, now, "rejoined" if back else "rejoin-timeout", text)
 
-    async def _post(self, op_id: int, notifier: OperationNotifier) -> None:
-        async with self.sessions() as session:
-            op = await self._load(session, op_id)
-            owed = list(
-                await session.scalars(
-                    select(JournalEntry)
-                    .where(JournalEntry.operation_id == op_id, JournalEntry.posted.is_(False))
-                    .order_by(JournalEntry.id)
-                )
+
+async def post_owed(
+    sessions: async_sessionmaker[AsyncSession], op_id: int, notifier: OperationNotifier
+) -> None:
+    """Post the operation's message (once) and what its journal owes to its thread."""
+    async with sessions() as session:
+        op = await _get(session, op_id)
+        owed = list(
+            await session.scalars(
+                select(JournalEntry)
+                .where(JournalEntry.operation_id == op_id, JournalEntry.posted.is_(False))
+                .order_by(JournalEntry.id)
             )
-        if not owed:
-            return
-        view = view_of(op)
-        ts = op.message_ts
-        if ts is None:
-            ts = await notifier.post_operation(op.channel, view)
-            async with self.sessions.begin() as session:
-                (await self._load(session, op_id)).message_ts = ts
-        for entry in owed:
-            await notifier.post_operation_note(
-                op.channel, ts, f"{entry.at:%H:%M:%S} UTC · {entry.text}"
-            )
-            async with self.sessions.begin() as session:
-                stored = await session.get(JournalEntry, entry.id)
-                if stored is not None:
-                    stored.posted = True
-        await notifier.update_operation(op.channel, ts, view)
+        )
+    if not owed:
+        return
+    view = view_of(op)
+    ts = op.message_ts
+    if ts is None:
+        ts = await notifier.post_operation(op.channel, view)
+        async with sessions.begin() as session:
+            (await _get(session, op_id)).message_ts = ts
+    for entry in owed:
+        await notifier.post_operation_note(
+            op.channel, ts, f"{entry.at:%H:%M:%S} UTC · {entry.text}"
+        )
+        async with sessions.begin() as session:
+            stored = await session.get(JournalEntry, entry.id)
+            if stored is not None:
+                stored.posted = True
+    await notifier.update_operation(op.channel, ts, view)
+
+
+async def _get(session: AsyncSession, op_id: int) -> Operation:
+    op = await session.get(Operation, op_id)
+    if op is None:
+        raise OperationRefused(f"There is no operation {op_id}.")
+    return op

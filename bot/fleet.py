@@ -151,6 +151,8 @@ class OperationSettings(_Model):
     drain_default: Seconds = 7200.0
     drain_max: Seconds = 86400.0
     rejoin_timeout: Seconds = 120.0  # how long a restore is watched for its regions' return
+    drill_hold: Seconds = 30.0  # how long a drill holds the failover while safeguards watch
+    drill_sample: Seconds = 0.25  # how often users' view is sampled while measuring
 
 
 class ServedBy(_Model):
