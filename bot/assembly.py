@@ -20,6 +20,7 @@ from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.lease import LeaderLease
 from bot.drains import Drains
+from bot.drills import Drills
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
 from bot.incidents import Incidents
@@ -86,12 +87,20 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         )
     prober = Prober(fleet.monitor)
     http = httpx.AsyncClient(follow_redirects=True)
-    status = StatusService(fleet, prober, loadbalancer, UserView(fleet, http, settings.relay_token))
+    userview = UserView(fleet, http, settings.relay_token)
+    status = StatusService(fleet, prober, loadbalancer, userview)
     sessions = sessionmaker(engine)
     clock = partial(datetime.now, UTC)
-    incidents = Incidents(fleet, settings.slack_channel or "")
+    channel = settings.slack_channel or ""
+    incidents = Incidents(fleet, channel)
     access = Access(fleet.access, None)
-    drains = Drains(fleet, sessions, loadbalancer, clock, settings.slack_channel or "")
+    drains = Drains(fleet, sessions, loadbalancer, clock, channel)
+    watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
+    drills = (
+        Drills(fleet, sessions, loadbalancer, userview, clock, lambda: watch.monitor.state)
+        if watch is not None
+        else None
+    )
     services = Services(
         fleet=fleet,
         status=status,
@@ -100,26 +109,19 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         incidents=incidents,
         access=access,
         drains=drains,
+        drills=drills,
         clock=clock,
     )
     router = Router(services, SqlAuditTrail(sessions))
     slack = build_bolt_app(settings, router, socket_mode=socket_mode)
     access.members = partial(group_members, slack.client)
     leadership = None
-    if settings.slack_channel:
-        sessions = sessionmaker(engine)
-        clock = partial(datetime.now, UTC)
-        watch = Watch(
-            fleet, sessions, Incidents(fleet, settings.slack_channel), loadbalancer, clock
-        )
-        alerts = Alerts(
-            sessions, SlackNotifier(slack.client), fleet, lambda: watch.monitor.state, clock
-        )
+    if watch is not None and drills is not None:
+        notifier = SlackNotifier(slack.client)
+        alerts = Alerts(sessions, notifier, fleet, lambda: watch.monitor.state, clock)
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         lease = LeaderLease(sessions, holder, fleet.watch.lease_ttl)
         # The watch probes on its own client: its concurrency cap must not starve status replies.
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
-        notifier = SlackNotifier(slack.client)
-        alerts = Alerts(sessions, notifier, fleet, lambda: watch.monitor.state, clock)
-        leadership = Leadership(fleet, lease, watch, alerts, watch_prober, drains, notifier)
+        leadership = Leadership(fleet, lease, watch, alerts, watch_prober, drains, drills, notifier)
     return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)

@@ -67,7 +67,9 @@ def journal(
     op.updated_at = now
 
 
-async def in_flight(session: AsyncSession, fleet: Fleet, now: datetime) -> list[InFlight]:
+async def in_flight(
+    session: AsyncSession, fleet: Fleet, now: datetime, besides: int | None = None
+) -> list[InFlight]:
     """Operations that count for the safety rules: changing, holding, or changed within settle."""
     since = now - timedelta(seconds=fleet.operations.settle)
     rows = await session.scalars(
@@ -77,6 +79,8 @@ async def in_flight(session: AsyncSession, fleet: Fleet, now: datetime) -> list[
     )
     out = []
     for op in rows:
+        if op.id == besides:
+            continue
         changed = op.restored_at or op.applied_at
         if op.state in CHANGING:
             changed = None

@@ -85,7 +85,7 @@ class Drills:
             if op.id in self.tasks and not self.tasks[op.id].done():
                 continue
             if op.state == "applying":
-                self.tasks[op.id] = asyncio.create_task(self._run(op.id, notifier))
+                self.tasks[op.id] = asyncio.create_task(self._run_and_post(op.id, notifier))
             else:
                 await self._recover(op.id)
         for op in ops:
@@ -129,7 +129,7 @@ class Drills:
         view = await self.loadbalancer.live_view(self.fleet.load_balancer.hostname)
         now = self.clock()
         async with self.sessions() as session:
-            ops: list[InFlight] = [o for o in await in_flight(session, self.fleet, now)]
+            ops: list[InFlight] = await in_flight(session, self.fleet, now, besides=op.id)
             incident = (
                 await session.scalars(select(Incident).where(Incident.closed_at.is_(None)))
             ).first()
@@ -191,14 +191,20 @@ class Drills:
         }
 
     async def _measure(
-        self, op_id: int, vantages: list[str], done: Callable[[PublicCheck], bool], limit: float
+        self,
+        op_id: int,
+        vantages: list[str],
+        done: Callable[[PublicCheck], bool],
+        limit: float,
+        guarded: bool = True,
     ) -> dict[str, float | None]:
         """Seconds until ``done`` holds for each vantage point; None if it never did within ``limit``."""
         started = time.monotonic()
         found: dict[str, float | None] = {}
         keys = vantages or ["bot"]
         while time.monotonic() - started < limit and len(found) < len(keys):
-            await self._check_cancel(op_id)
+            if guarded:
+                await self._check_cancel(op_id)
             for key, check in (await self._sample(vantages)).items():
                 if key not in found and done(check):
                     found[key] = time.monotonic() - started
@@ -215,6 +221,15 @@ class Drills:
             raise DrillStopped("aborted", f"cancelled by {(op.detail or {})['cancel_requested']}")
         if incident is not None:
             raise DrillStopped("interrupted", f"a real incident began (#{incident.id})")
+
+    async def _run_and_post(self, op_id: int, notifier: OperationNotifier) -> None:
+        try:
+            await self._run(op_id, notifier)
+        finally:
+            try:
+                await post_owed(self.sessions, op_id, notifier)
+            except Exception:
+                log.exception("could not post drill %s", op_id)
 
     async def _run(self, op_id: int, notifier: OperationNotifier) -> None:
         assert self.loadbalancer is not None
@@ -315,7 +330,11 @@ class Drills:
             state="measuring_rejoin",
         )
         rejoin = await self._measure(
-            op_id, vantages, lambda c: c.ok and c.region == region, limit=targets.rejoin * 2
+            op_id,
+            vantages,
+            lambda c: c.ok and c.region == region,
+            limit=targets.rejoin * 2,
+            guarded=False,
         )
         figures["rejoin"] = rejoin
         slowest = max((v for v in rejoin.values() if v is not None), default=None)

@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.alerts import Alerts
 from bot.db.lease import LeaderLease
 from bot.drains import Drains
+from bot.drills import Drills
 from bot.fleet import Fleet
 from bot.health import ProbeLoop, Prober
 from bot.notifier import OperationNotifier
@@ -28,9 +29,11 @@ class Leadership:
         alerts: Alerts,
         prober: Prober,
         drains: Drains,
+        drills: Drills,
         notifier: OperationNotifier,
     ) -> None:
         self.drains = drains
+        self.drills = drills
         self.notifier = notifier
         self.fleet = fleet
         self.lease = lease
@@ -77,6 +80,7 @@ class Leadership:
         self._job("tick", 1.0, self.watch.tick)
         self._job("flush", 1.0, self.alerts.flush)
         self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
+        self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
         self.scheduler.start()
         await self.renew()
 
@@ -97,6 +101,7 @@ class Leadership:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.loop.stop()
+        await self.drills.stop()  # a running drill restores the pool in its finally
         await self.loop.prober.aclose()
         if self.leading:
             self.leading = False

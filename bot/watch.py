@@ -15,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import JournalEntry, Operation, StoredState, TimelineEvent
+from bot.drains import CHANGING, HOLDING
+from bot.drills import RUNNING
 from bot.errors import ProviderAuthError, ProviderError
 from bot.fleet import Fleet
 from bot.incidents import Incidents, open_incident
@@ -25,6 +27,8 @@ from bot.routing import routing_table
 
 log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
+# Operation states in which the load balancer may be moving traffic on purpose.
+OPERATING = ("applying", *CHANGING, *HOLDING, *RUNNING)
 EVENTS_CURSOR = "cloudflare_events"
 
 
@@ -72,11 +76,7 @@ class Watch:
             return events
         ops = {
             op.region: op
-            for op in await session.scalars(
-                select(Operation).where(
-                    Operation.state.in_(("applying", "active", "restoring", "rejoining", "running"))
-                )
-            )
+            for op in await session.scalars(select(Operation).where(Operation.state.in_(OPERATING)))
         }
         kept = []
         for e in events:

@@ -34,6 +34,9 @@ async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
                     blocks=approval_blocks(view, user),
                     public=True,
                 )
+            if op.kind == "drill":
+                text = f"Drill of {op.region} starting: the channel follows it."
+                return Reply(text=text, blocks=[section(f":hourglass_flowing_sand: {text}")])
             return Reply(
                 text=f"Draining {op.origin or op.region}…",
                 blocks=[
@@ -50,9 +53,9 @@ async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
                 )
             op = await drains.approve(int(value), user)
             return Reply(
-                text=f"Approved: draining {op.region}.",
+                text=f"Approved: {op.kind} of {op.region}.",
                 blocks=[
-                    section(f":white_check_mark: Approved by <@{user}>: draining {op.region}.")
+                    section(f":white_check_mark: Approved by <@{user}>: {op.kind} of {op.region}.")
                 ],
                 public=True,
             )

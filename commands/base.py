@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.access import Access
 from bot.drains import Drains
+from bot.drills import Drills
 from bot.fleet import Fleet
 from bot.incidents import Incidents
 from bot.invocation import Invocation as Invocation
@@ -29,6 +30,7 @@ class Services:
     incidents: Incidents | None = None
     access: Access | None = None
     drains: Drains | None = None
+    drills: Drills | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def db(self) -> async_sessionmaker[AsyncSession]:

@@ -15,7 +15,7 @@ from typing import Protocol
 from bot.errors import UsageError
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
-from commands import check, drains, help, incidents, silences, status
+from commands import check, drains, drills, help, incidents, silences, status
 from commands.actions import run_action
 from commands.base import Command, Context, Invocation, Services
 from commands.parsing import tokenize
@@ -34,6 +34,8 @@ COMMANDS: tuple[Command, ...] = (
     drains.DRAIN,
     drains.RESTORE,
     drains.DRAINS,
+    drills.DRILL,
+    drills.DRILLS,
     help.COMMAND,
 )
 

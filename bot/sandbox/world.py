@@ -80,7 +80,11 @@ class Sandbox:
         data["watch"] = data.get("watch", {}) | self.watch
         # The console's operator may act, and so may the on-call group; one approver.
         data["access"] = {"operators": ["U0OPERATOR", "S0ONCALL"], "approvers": ["U0APPROVER"]}
-        data["operations"] = data.get("operations", {}) | {"settle": "5s", "rejoin_timeout": "30s"}
+        data["operations"] = data.get("operations", {}) | {
+            "settle": "5s",
+            "rejoin_timeout": "30s",
+            "drill_hold": "3s",
+        }
         data["public"] = {
             "url": f"{public_url}/health",
             "served_by": {"json_field": "region"},
