@@ -172,7 +172,8 @@ class Drills:
                 )
             ):
                 reasons.append(
-                    f"the bot's probes say the receiving pool {region} is {states.pools[region].state}"
+                    f"the bot's probes say the receiving pool {region} is "
+                    f"{states.pools[region].state}"
                 )
         return reasons
 
@@ -198,7 +199,7 @@ class Drills:
         limit: float,
         guarded: bool = True,
     ) -> dict[str, float | None]:
-        """Seconds until ``done`` holds for each vantage point; None if it never did within ``limit``."""
+        """Seconds until ``done`` holds for each vantage point; None if not within ``limit``."""
         started = time.monotonic()
         found: dict[str, float | None] = {}
         keys = vantages or ["bot"]
@@ -307,7 +308,8 @@ class Drills:
                     ):
                         raise DrillStopped(
                             "aborted",
-                            f"safeguard: the receiving pool {other.name} is {states.pools[other.name].state}",
+                            f"safeguard: the receiving pool {other.name} is "
+                            f"{states.pools[other.name].state}",
                         )
                 await asyncio.sleep(0.5)
         except DrillStopped as stop:

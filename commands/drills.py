@@ -77,7 +77,8 @@ async def report(args: list[str], ctx: Context) -> Reply:
     detail = op.detail or {}
     lines = [f"`{e.at:%H:%M:%S}` {e.text}" for e in entries]
     history = [
-        f"#{o.id} {o.state}: RTO {_figure((o.detail or {}).get('rto'))}, rejoin {_figure((o.detail or {}).get('rejoin'))}"
+        f"#{o.id} {o.state}: RTO {_figure((o.detail or {}).get('rto'))}, "
+        f"rejoin {_figure((o.detail or {}).get('rejoin'))}"
         for o in earlier
     ]
     blocks = [
@@ -108,7 +109,8 @@ async def list_drills(args: list[str], ctx: Context) -> Reply:
             blocks=[section("No drills yet. `/failover drill <region>` runs one.")],
         )
     lines = [
-        f"• #{o.id} *{o.region}* {o.state} · {o.created_at:%Y-%m-%d %H:%M} UTC · RTO {_figure((o.detail or {}).get('rto'))}"
+        f"• #{o.id} *{o.region}* {o.state} · {o.created_at:%Y-%m-%d %H:%M} UTC · "
+        f"RTO {_figure((o.detail or {}).get('rto'))}"
         for o in ops
     ]
     return Reply(
