@@ -39,6 +39,7 @@ class Sandbox:
         propagation: float = 1.0,
         relays: tuple[str, ...] = RELAY_GEOS,
         watch: dict[str, str] | None = None,
+        operations: dict[str, str] | None = None,
     ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
@@ -52,6 +53,9 @@ class Sandbox:
             "flap_window": "1m",
             "lease_ttl": "6s",
         } | (watch or {})
+        self.operations = {"settle": "5s", "rejoin_timeout": "30s", "drill_hold": "3s"} | (
+            operations or {}
+        )
         self.bot_token = BOT_TOKEN
         self.signing_secret = secrets.token_hex(16)
         self.gateways = {name: Gateway(name) for name in self.base.regions}
@@ -80,11 +84,7 @@ class Sandbox:
         data["watch"] = data.get("watch", {}) | self.watch
         # The console's operator may act, and so may the on-call group; one approver.
         data["access"] = {"operators": ["U0OPERATOR", "S0ONCALL"], "approvers": ["U0APPROVER"]}
-        data["operations"] = data.get("operations", {}) | {
-            "settle": "5s",
-            "rejoin_timeout": "30s",
-            "drill_hold": "3s",
-        }
+        data["operations"] = data.get("operations", {}) | self.operations
         data["public"] = {
             "url": f"{public_url}/health",
             "served_by": {"json_field": "region"},
