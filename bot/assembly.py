@@ -97,7 +97,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     drains = Drains(fleet, sessions, loadbalancer, clock, channel)
     watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
     drills = (
-        Drills(fleet, sessions, loadbalancer, userview, clock, lambda: watch.monitor.state)
+        Drills(fleet, sessions, loadbalancer, userview, clock, lambda: watch.monitor.state, channel)
         if watch is not None
         else None
     )

@@ -126,6 +126,7 @@ class Drains:
         length: float,
         user: str,
         break_glass: Collection[Rule],
+        extra: dict[str, object] | None = None,
     ) -> Proposed:
         a = await self.assess(proposal, break_glass)
         if not a.allowed:
@@ -149,6 +150,7 @@ class Drains:
                     "length": length,
                     "blast": [[r.geo, r.now, r.after, r.after_healthy] for r in a.blast],
                     "needs_approval": a.needs_approval,
+                    **(extra or {}),
                 },
             )
             session.add(op)
@@ -182,7 +184,8 @@ class Drains:
                 raise OperationRefused(
                     f"Things changed since you asked, so it is refused now: {why}."
                 )
-            op.state = "awaiting_approval" if a.needs_approval else "applying"
+            go = "scheduled" if (op.detail or {}).get("at") else "applying"
+            op.state = "awaiting_approval" if a.needs_approval else go
             journal(session, op, now, op.state, f"confirmed by {user}", post=False)
             return op
 
@@ -205,7 +208,8 @@ class Drains:
                 raise OperationRefused(
                     "Refused now: " + (a.noop or "; ".join(r.text for r in a.refusals))
                 )
-            op.state, op.approved_by = "applying", user
+            op.state = "scheduled" if (op.detail or {}).get("at") else "applying"
+            op.approved_by = user
             journal(session, op, now, "approved", f"approved by {user}", post=False)
             return op
 

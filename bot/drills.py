@@ -14,24 +14,34 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Incident, Operation
 from bot.drains import _get, in_flight, journal, post_owed
-from bot.fleet import Fleet
+from bot.fleet import DAYS, Fleet
 from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import MonitorState, PoolState
 from bot.notifier import OperationNotifier
 from bot.routing import routing_table
-from bot.safety import InFlight, Proposal, assess
+from bot.safety import InFlight, Proposal, assess, blocked_by
 from bot.userview import PublicCheck, UserView
 
 log = logging.getLogger(__name__)
 RUNNING = ("saving", "disabling", "measuring_rto", "holding", "restoring", "measuring_rejoin")
 OUTCOMES = ("succeeded", "failed", "aborted", "interrupted", "blocked")
+
+
+def next_weekly(now: datetime, day: str, hhmm: str) -> datetime:
+    """The next ``day`` (mon..sun) at ``hhmm`` UTC at or after ``now``."""
+    hour, minute = (int(x) for x in hhmm.split(":"))
+    days_ahead = (DAYS.index(day.lower()) - now.weekday()) % 7
+    at = (now + timedelta(days=days_ahead)).replace(
+        hour=hour, minute=minute, second=0, microsecond=0
+    )
+    return at if at >= now else at + timedelta(days=7)
 
 
 def _figures(found: dict[str, float | None]) -> str:
@@ -55,6 +65,7 @@ class Drills:
         userview: UserView,
         clock: Callable[[], datetime],
         monitor_state: Callable[[], MonitorState | None],
+        channel: str = "",
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -63,6 +74,7 @@ class Drills:
         self.clock = clock
         self.monitor_state = monitor_state
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.channel = channel
 
     async def _note(self, op_id: int, phase: str, text: str, state: str | None = None) -> None:
         async with self.sessions.begin() as session:
@@ -71,8 +83,82 @@ class Drills:
                 op.state = state
             journal(session, op, self.clock(), phase, text)
 
+    async def schedule_weekly(self) -> None:
+        """Put the next weekly game day of each entry on the calendar (a day ahead)."""
+        now = self.clock()
+        for day in self.fleet.gamedays.weekly:
+            at = next_weekly(now, day.day, day.time)
+            if (at - now).total_seconds() > 86400:
+                continue
+            async with self.sessions.begin() as session:
+                exists = (
+                    await session.scalars(
+                        select(Operation).where(
+                            Operation.kind == "drill", Operation.region == day.region
+                        )
+                    )
+                ).all()
+                if any((o.detail or {}).get("at") == at.isoformat() for o in exists):
+                    continue
+                op = Operation(
+                    kind="drill",
+                    region=day.region,
+                    origin=None,
+                    state="scheduled",
+                    requested_by="schedule",
+                    reason=f"weekly game day ({day.day} {day.time} UTC)",
+                    break_glass=[],
+                    created_at=now,
+                    updated_at=now,
+                    channel=self.channel,
+                    detail={"at": at.isoformat()},
+                )
+                session.add(op)
+                await session.flush()
+                journal(
+                    session,
+                    op,
+                    now,
+                    "scheduled",
+                    f"weekly game day scheduled for {at:%a %Y-%m-%d %H:%M} UTC",
+                    post=False,
+                )
+
+    async def _due(self) -> list[int]:
+        """Scheduled drills: the notice ahead, then the start (preflight runs as usual)."""
+        now = self.clock()
+        touched: list[int] = []
+        async with self.sessions.begin() as session:
+            scheduled = await session.scalars(
+                select(Operation).where(Operation.kind == "drill", Operation.state == "scheduled")
+            )
+            for op in scheduled:
+                touched.append(op.id)
+                at = datetime.fromisoformat(str((op.detail or {})["at"]))
+                detail = dict(op.detail or {})
+                notice = self.fleet.gamedays.notice
+                if not detail.get("noticed") and (at - now).total_seconds() <= notice:
+                    detail["noticed"] = True
+                    journal(
+                        session, op, now, "notice", f"drill of {op.region} starts at {at:%H:%M} UTC"
+                    )
+                if at <= now:
+                    op.state = "applying"
+                    journal(
+                        session,
+                        op,
+                        now,
+                        "starting",
+                        f"the scheduled drill of {op.region} starts now",
+                    )
+                op.detail = detail
+        return touched
+
     async def drive(self, notifier: OperationNotifier) -> None:
         """Start confirmed drills; recover drills a previous leader left mid-way; post."""
+        await self.schedule_weekly()
+        for op_id in await self._due():
+            await post_owed(self.sessions, op_id, notifier)
         async with self.sessions() as session:
             ops = list(
                 await session.scalars(
@@ -143,6 +229,9 @@ class Drills:
                 )
             ).first()
         reasons = []
+        window = blocked_by(self.fleet.gamedays.blocked, now)
+        if window is not None:
+            reasons.append(f"a blocked window: {window}")
         if incident is not None:
             reasons.append(f"incident #{incident.id} is open")
         if others is not None:
@@ -356,7 +445,18 @@ class Drills:
                 )
             ).first()
             if op is None:
-                return "No drill is running."
+                op = (
+                    await session.scalars(
+                        select(Operation)
+                        .where(Operation.kind == "drill", Operation.state == "scheduled")
+                        .order_by(Operation.id)
+                    )
+                ).first()
+                if op is None:
+                    return "No drill is running or scheduled."
+                op.state, op.finished_at = "cancelled", self.clock()
+                journal(session, op, self.clock(), "cancelled", f"cancelled by {user}")
+                return f"The scheduled drill #{op.id} of {op.region} is cancelled."
             op.detail = {**(op.detail or {}), "cancel_requested": user}
             journal(session, op, self.clock(), "cancel", f"cancel asked by {user}")
             return f"Cancelling drill #{op.id} of {op.region}: it restores the pool and reports."

@@ -155,6 +155,61 @@ class OperationSettings(_Model):
     drill_sample: Seconds = 0.25  # how often users' view is sampled while measuring
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _hhmm(value: str, key: str) -> str:
+    if not _HHMM.match(value):
+        raise ValueError(f"{key}: {value!r} is not a UTC time HH:MM")
+    return value
+
+
+class GameDay(_Model):
+    """A weekly drill: region, weekday and UTC time."""
+
+    region: str
+    day: str
+    time: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> GameDay:
+        if self.day.lower() not in DAYS:
+            raise ValueError(f"day: {self.day!r} is not one of {', '.join(DAYS)}")
+        _hhmm(self.time, "time")
+        return self
+
+
+class BlockedWindow(_Model):
+    """When no drill may run (UTC): some weekdays, a time range, or one date."""
+
+    days: list[str] = Field(default_factory=list)
+    start: str | None = None  # HH:MM; a range past midnight wraps
+    end: str | None = None
+    date: str | None = None  # YYYY-MM-DD
+    reason: str = "blocked window"
+
+    @model_validator(mode="after")
+    def _valid(self) -> BlockedWindow:
+        for day in self.days:
+            if day.lower() not in DAYS:
+                raise ValueError(f"days: {day!r} is not one of {', '.join(DAYS)}")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("start and end go together")
+        if self.start is not None and self.end is not None:
+            _hhmm(self.start, "start")
+            _hhmm(self.end, "end")
+        if self.date is not None and not re.match(r"^\d{4}-\d{2}-\d{2}$", self.date):
+            raise ValueError(f"date: {self.date!r} is not YYYY-MM-DD")
+        return self
+
+
+class GameDaySettings(_Model):
+    weekly: list[GameDay] = Field(default_factory=list)
+    blocked: list[BlockedWindow] = Field(default_factory=list)
+    notice: Seconds = 3600.0  # the channel is told this long before a scheduled drill
+
+
 class ServedBy(_Model):
     """How to tell which region served a request: a response header or a JSON field."""
 
@@ -194,6 +249,7 @@ class Fleet(_Model):
     watch: WatchSettings = WatchSettings()
     access: AccessSettings = AccessSettings()
     operations: OperationSettings = OperationSettings()
+    gamedays: GameDaySettings = GameDaySettings()
     public: PublicSettings | None = None
     relays: list[Relay] = Field(default_factory=list)
 
@@ -248,6 +304,8 @@ class Fleet(_Model):
         if self.public is not None and self.public.served_by is not None:
             for said, name in self.public.served_by.values.items():
                 check(f"public.served_by.values.{said}", name)
+        for i, day in enumerate(self.gamedays.weekly):
+            check(f"gamedays.weekly[{i}].region", day.region)
         for i, relay in enumerate(self.relays):
             if relay.geo not in GEO_REGIONS:
                 raise ValueError(

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.balancer import LiveView, PoolInfo
-from bot.fleet import Fleet
+from bot.fleet import DAYS, BlockedWindow, Fleet
 from bot.routing import Via, routing_table
 
 
@@ -173,3 +173,22 @@ def assess(
         needs_approval=is_fallback,
         noop=noop,
     )
+
+
+def blocked_by(windows: Sequence[BlockedWindow], at: datetime) -> str | None:
+    """The reason of the first blocked window ``at`` (UTC) falls in, if any."""
+    day = DAYS[at.weekday()]
+    hhmm = f"{at:%H:%M}"
+    for w in windows:
+        if w.days and day not in [d.lower() for d in w.days]:
+            continue
+        if w.date is not None and w.date != f"{at:%Y-%m-%d}":
+            continue
+        if w.start is not None and w.end is not None:
+            inside = (
+                (w.start <= hhmm < w.end) if w.start <= w.end else (hhmm >= w.start or hhmm < w.end)
+            )
+            if not inside:
+                continue
+        return w.reason
+    return None

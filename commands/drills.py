@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import select
 
 from bot.db.models import JournalEntry, Operation
 from bot.errors import UsageError
-from bot.safety import Proposal
+from bot.safety import Proposal, blocked_by
 from bot.views.operations import dry_run_reply, proposal_reply, refusal_reply
 from bot.views.reply import Reply, context, section
 from commands.base import Command, Context
 from commands.drains import _drains, require_operator
 from commands.silences import region_of
 
-USAGE = "drill <region> [--dry-run] | drill cancel | drill report <id>"
+USAGE = "drill <region> [--at <UTC time>] [--dry-run] | drill cancel | drill report <id>"
+MAX_AHEAD = timedelta(days=30)
+
+
+def parse_at(words: list[str], now: datetime) -> datetime:
+    """``14:00`` (the next one), ``2026-12-01 14:00`` or ``2026-12-01T14:00``, all UTC."""
+    text = " ".join(words).strip().upper().removesuffix("UTC").strip().replace("T", " ")
+    try:
+        if len(text) == 5 and text[2] == ":":
+            hour, minute = int(text[:2]), int(text[3:])
+            at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            at = at if at > now else at + timedelta(days=1)
+        else:
+            at = datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(
+            f"`{' '.join(words)}` is not a UTC time: use 14:00 or 2026-12-01 14:00.", USAGE
+        ) from None
+    if at <= now or at - now > MAX_AHEAD:
+        raise UsageError(f"{at:%Y-%m-%d %H:%M} UTC must be in the future, within 30 days.", USAGE)
+    return at
 
 
 def _figure(found: object) -> str:
@@ -36,14 +58,27 @@ async def drill(args: list[str], ctx: Context) -> Reply:
         text = await drills.cancel(ctx.invocation.user_id)
         return Reply(text=text, blocks=[section(text)])
     region = region_of(args[0], ctx, USAGE)
-    flags = [a.lower() for a in args[1:]]
-    if any(f != "--dry-run" for f in flags):
-        raise UsageError(f"Unknown words after the region: `{' '.join(args[1:])}`.", USAGE)
+    words = args[1:]
+    dry_run = "--dry-run" in [w.lower() for w in words]
+    words = [w for w in words if w.lower() != "--dry-run"]
+    at: datetime | None = None
+    if words and words[0] == "--at":
+        at = parse_at(words[1:], ctx.services.clock())
+        words = []
+    if words:
+        raise UsageError(f"Unknown words after the region: `{' '.join(words)}`.", USAGE)
     drains = _drains(ctx)
     proposal = Proposal("drill", region)
-    if flags:
+    if dry_run:
         return dry_run_reply("drill", region, None, await drains.assess(proposal))
-    proposed = await drains.propose(proposal, "game-day drill", 0, ctx.invocation.user_id, ())
+    extra: dict[str, object] = {}
+    if at is not None:
+        window = blocked_by(ctx.services.fleet.gamedays.blocked, at)
+        if window is not None:
+            raise UsageError(f"{at:%a %Y-%m-%d %H:%M} UTC is in a blocked window: {window}.", USAGE)
+        extra["at"] = at.isoformat()
+    reason = f"game-day drill at {at:%Y-%m-%d %H:%M} UTC" if at else "game-day drill"
+    proposed = await drains.propose(proposal, reason, 0, ctx.invocation.user_id, (), extra)
     if proposed.operation is None:
         return refusal_reply("drill", region, None, proposed.assessment)
     return proposal_reply(proposed.operation.id, "drill", region, None, None, proposed.assessment)
@@ -109,8 +144,15 @@ async def list_drills(args: list[str], ctx: Context) -> Reply:
             blocks=[section("No drills yet. `/failover drill <region>` runs one.")],
         )
     lines = [
-        f"• #{o.id} *{o.region}* {o.state} · {o.created_at:%Y-%m-%d %H:%M} UTC · "
-        f"RTO {_figure((o.detail or {}).get('rto'))}"
+        (
+            f"• #{o.id} *{o.region}* scheduled for "
+            f"{(o.detail or {})['at'][:16].replace('T', ' ')} UTC ({o.reason})"
+        )
+        if o.state == "scheduled"
+        else (
+            f"• #{o.id} *{o.region}* {o.state} · {o.created_at:%Y-%m-%d %H:%M} UTC · "
+            f"RTO {_figure((o.detail or {}).get('rto'))}"
+        )
         for o in ops
     ]
     return Reply(

@@ -40,6 +40,7 @@ class Sandbox:
         relays: tuple[str, ...] = RELAY_GEOS,
         watch: dict[str, str] | None = None,
         operations: dict[str, str] | None = None,
+        gamedays: dict[str, object] | None = None,
     ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
@@ -53,6 +54,7 @@ class Sandbox:
             "flap_window": "1m",
             "lease_ttl": "6s",
         } | (watch or {})
+        self.gamedays = gamedays or {}
         self.operations = {"settle": "5s", "rejoin_timeout": "30s", "drill_hold": "3s"} | (
             operations or {}
         )
@@ -85,6 +87,8 @@ class Sandbox:
         # The console's operator may act, and so may the on-call group; one approver.
         data["access"] = {"operators": ["U0OPERATOR", "S0ONCALL"], "approvers": ["U0APPROVER"]}
         data["operations"] = data.get("operations", {}) | self.operations
+        # The sandbox runs any day at any hour: no blocked windows unless a test sets them.
+        data["gamedays"] = {"notice": "1h", "weekly": [], "blocked": []} | self.gamedays
         data["public"] = {
             "url": f"{public_url}/health",
             "served_by": {"json_field": "region"},

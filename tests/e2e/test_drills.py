@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 import signal
 import sys
 from pathlib import Path
@@ -197,3 +198,14 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(proc.wait(), 15)
         await world.close()
+
+
+async def test_a_drill_scheduled_with_at_is_listed_and_cancelled(ops: Ops) -> None:
+    at = datetime.now(UTC) + timedelta(hours=2)
+    shown = await ops.say(f"drill eu-west --at {at:%Y-%m-%d %H:%M}")
+    assert "Ready to drill eu-west." in shown
+    await ops.press("Drill eu-west")
+    listed = await ops.say("drills")
+    assert f"eu-west scheduled for {at:%Y-%m-%d %H:%M} UTC" in listed
+    assert await ops.pool_enabled("eu-west")  # nothing moved yet
+    assert "The scheduled drill #1 of eu-west is cancelled." in await ops.say("drill cancel")
