@@ -49,11 +49,11 @@ async def test_schedule_notice_and_start(fleet: Fleet, migrated_url: str) -> Non
         fleet.model_copy(update={"gamedays": weekly}),
         sessions,
         None,
-        None,
+        None,  # type: ignore[arg-type]  # no user view: nothing is measured here
         lambda: now[0],
         lambda: None,
         "C1",
-    )  # type: ignore[arg-type]
+    )
     try:
         await drills.schedule_weekly()
         await drills.schedule_weekly()  # once per occurrence
@@ -66,12 +66,14 @@ async def test_schedule_notice_and_start(fleet: Fleet, migrated_url: str) -> Non
         now[0] = THURSDAY.replace(hour=14)
         await drills._due()
         async with sessions() as session:
-            op = await session.get(Operation, op.id)
+            started = await session.get(Operation, op.id)
             texts = [
                 j.text
                 for j in await session.scalars(select(JournalEntry).order_by(JournalEntry.id))
             ]
-        assert op is not None and op.state == "applying"  # the driver now runs it, preflight first
+        assert (
+            started is not None and started.state == "applying"
+        )  # the driver now runs it, preflight first
         assert "drill of eu-west starts at 14:00 UTC" in texts
         assert "the scheduled drill of eu-west starts now" in texts
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime, timedelta
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
