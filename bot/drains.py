@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import JournalEntry, Operation
+from bot.db.models import AuditEntry, JournalEntry, Operation
 from bot.errors import FailoverBotError, ProviderError
 from bot.fleet import Fleet
 from bot.loadbalancer.port import LoadBalancer
@@ -57,6 +57,26 @@ def view_of(op: Operation) -> OperationView:
         expires_at=op.expires_at,
         blast=[tuple(row) for row in (op.detail or {}).get("blast", [])],
         lines=list((op.detail or {}).get("lines", [])),
+    )
+
+
+def audit_change(session: AsyncSession, op: Operation, now: datetime, what: str) -> None:
+    """A change made to the load balancer, in the audit trail beside the commands that asked."""
+    glass = f"; break-glass: {', '.join(op.break_glass)}" if op.break_glass else ""
+    session.add(
+        AuditEntry(
+            at=now,
+            kind="change",
+            user_id=op.requested_by,
+            user_name="",
+            team_id="",
+            channel_id=op.channel,
+            text=f"{op.kind} #{op.id}: {what}",
+            outcome="ok",
+            detail=f"reason: {op.reason}{glass}",
+            error_id=None,
+            seconds=0.0,
+        )
     )
 
 
@@ -338,6 +358,7 @@ class Drains:
                 )
                 stored.state, stored.applied_at = "active", now
                 stored.expires_at = now + timedelta(seconds=length)
+                audit_change(session, stored, now, f"disabled {op.origin or pool.name}")
                 journal(
                     session,
                     stored,
@@ -366,6 +387,7 @@ class Drains:
         async with self.sessions.begin() as session:
             stored = await self._load(session, op.id)
             stored.state, stored.restored_at = "rejoining", now
+            audit_change(session, stored, now, f"enabled {op.origin or pool_id}")
             journal(
                 session, stored, now, "restored", "re-enabled; watching for its regions to return"
             )

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Incident, Operation
-from bot.drains import _get, in_flight, journal, post_owed
+from bot.drains import _get, audit_change, in_flight, journal, post_owed
 from bot.fleet import DAYS, Fleet
 from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import MonitorState, PoolState
@@ -198,6 +198,8 @@ class Drills:
         if pool_id is None:
             return  # nothing was changed
         await self.loadbalancer.set_pool_enabled(pool_id, bool(saved.get("enabled", True)))
+        async with self.sessions.begin() as session:
+            audit_change(session, await _get(session, op.id), self.clock(), f"restored {pool_id}")
 
     async def _finish(
         self, op_id: int, outcome: str, text: str, figures: dict[str, object] | None = None
@@ -359,6 +361,10 @@ class Drills:
         try:
             await self._note(op_id, "disabling", f"disabling pool {pool.name}", state="disabling")
             await lb.set_pool_enabled(pool.id, False)
+            async with self.sessions.begin() as session:
+                audit_change(
+                    session, await _get(session, op_id), self.clock(), f"disabled {pool.name}"
+                )
             await self._note(
                 op_id,
                 "measuring_rto",

@@ -105,4 +105,12 @@ class Leadership:
         await self.loop.prober.aclose()
         if self.leading:
             self.leading = False
-            await self.lease.release()
+            try:
+                await self.lease.release()
+            except Exception as exc:
+                # It expires by itself; a successor only waits for the TTL.
+                log.warning(
+                    "could not give up the lease (%s); it expires in %s s",
+                    exc,
+                    self.fleet.watch.lease_ttl,
+                )

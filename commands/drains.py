@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.drains import Drains, OperationRefused
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
-from bot.safety import Proposal, Rule
+from bot.safety import Proposal, Rule, blast_radius
 from bot.views.errors import usage_error
-from bot.views.operations import dry_run_reply, proposal_reply, refusal_reply
+from bot.views.operations import blast_lines, dry_run_reply, proposal_reply, refusal_reply
 from bot.views.reply import Reply, section
 from commands.base import Command, Context
 from commands.silences import region_of
@@ -16,7 +18,26 @@ DRAIN_USAGE = (
     "drain <region> [--for 2h] [--origin NAME] [--dry-run] [--break-glass RULE] <reason>"
     " | drain extend <region> <duration> | drain cancel <region>"
 )
-RESTORE_USAGE = "restore <region>"
+RESTORE_USAGE = "restore <region> [--dry-run]"
+
+
+async def _restore_preview(region: str, ctx: Context) -> Reply:
+    """What re-enabling ``region`` would move back, without doing it."""
+    lb = ctx.services.loadbalancer
+    if lb is None:
+        raise UsageError("Cloudflare is not configured: nothing to preview.")
+    view = await lb.live_view(ctx.services.fleet.load_balancer.hostname)
+    pool = view.pool_by_name(ctx.services.fleet.regions[region].pool)
+    if pool is None:
+        raise UsageError(f"The pool of {region} is not in the account.")
+    origins = tuple(replace(o, enabled=True) for o in pool.origins)
+    # Re-enabled origins count as healthy unless Cloudflare last saw them fail.
+    up = sum(1 for o in origins if o.healthy is not False)
+    enabled = replace(pool, enabled=True, origins=origins, healthy=up >= pool.minimum_origins)
+    rows = blast_radius(ctx.services.fleet, view, {**view.pools, pool.id: enabled})
+    moves = any(r.moves for r in rows)
+    text = f"Dry run: restore {region}." + ("" if moves else " Nothing would move.")
+    return Reply(text=text, blocks=[section(f":mag: {text}"), section(blast_lines(rows))])
 
 
 async def require_operator(ctx: Context) -> Reply | None:
@@ -125,8 +146,12 @@ async def _manage(args: list[str], ctx: Context) -> Reply:
 
 
 async def restore(args: list[str], ctx: Context) -> Reply:
+    dry_run = "--dry-run" in [a.lower() for a in args]
+    args = [a for a in args if a.lower() != "--dry-run"]
     if len(args) != 1:
         raise UsageError("Name one region to restore.", RESTORE_USAGE)
+    if dry_run:
+        return await _restore_preview(region_of(args[0], ctx, RESTORE_USAGE), ctx)
     if (denied := await require_operator(ctx)) is not None:
         return denied
     region = region_of(args[0], ctx, RESTORE_USAGE)

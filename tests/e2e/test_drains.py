@@ -101,3 +101,65 @@ async def test_refusals_dry_run_noop_extend_cancel(ops: Ops) -> None:
     await ops.say("drain eu-west --for 1h planned")
     assert "pending drain of eu-west is cancelled" in await ops.say("drain cancel eu-west")
     assert (await ops.say("drains")).startswith("No region is drained")
+
+
+async def test_origin_drain_extend_restore_preview_and_audited_changes(ops: Ops) -> None:
+    await ops.say("drain eu-west --origin gateway-eu-west --for 1h swap the box")
+    await ops.press("Drain gateway-eu-west")
+
+    async def origin_off() -> bool:
+        pool = next(
+            p for p in ops.world.cloudflare.pools.values() if p["name"] == "foundation-eu-west"
+        )
+        return pool["enabled"] and not pool["origins"][0]["enabled"]
+
+    await eventually(origin_off, within=5)
+    assert "restores itself at" in await ops.say("drain extend eu-west 30m")
+    preview = await ops.say("restore eu-west --dry-run")
+    assert (
+        "Dry run: restore eu-west." in preview
+        and "WEU EEU ME NAF SAF: us-east → eu-west" in preview
+    )
+    await ops.say("restore eu-west")
+
+    async def origin_on() -> bool:
+        pool = next(
+            p for p in ops.world.cloudflare.pools.values() if p["name"] == "foundation-eu-west"
+        )
+        return bool(pool["origins"][0]["enabled"])
+
+    await eventually(origin_on, within=5)
+    async with sessionmaker(ops.bot.engine)() as session:
+        changes = [
+            a.text
+            for a in await session.scalars(
+                select(AuditEntry).where(AuditEntry.kind == "change").order_by(AuditEntry.id)
+            )
+        ]
+    assert changes == ["drain #1: disabled gateway-eu-west", "drain #1: enabled gateway-eu-west"]
+
+
+async def test_break_glass_is_recorded_and_shown_loudly(ops: Ops) -> None:
+    await ops.world.gateways["apac-sg"].set_mode("down")
+    await ops.world.gateways["us-east"].set_mode("down")
+
+    async def two_unhealthy() -> bool:
+        return (
+            sum(1 for p in ops.world.cloudflare.pools if not ops.world.cloudflare.pool_healthy(p))
+            == 2
+        )
+
+    await eventually(two_unhealthy, within=8)
+    shown = await ops.say(
+        "drain eu-west --for 10m --break-glass no-healthy-pool bad deploy must stop"
+    )
+    assert "Break-glass" in shown and "`no-healthy-pool`" in shown
+    await ops.press("Drain eu-west")
+
+    async def loud() -> bool:
+        return any("BREAK-GLASS" in m for m in ops.channel())
+
+    await eventually(loud, within=8)
+    async with sessionmaker(ops.bot.engine)() as session:
+        op = (await session.scalars(select(Operation))).one()
+    assert op.break_glass == ["no-healthy-pool"] and op.reason == "bad deploy must stop"
