@@ -72,7 +72,7 @@ async def test_bad_input_gets_short_ephemeral_answers(served: Served) -> None:
     cases = {
         "frobnicate": "`frobnicate` is not a /failover command. Commands: `status`, `check`, ",
         "status mars": "Unknown region `mars`. Known regions: `us-east`, `eu-west`, `apac-sg`.",
-        "drill eu-west": "`drill` is not a /failover command.",
+        "teleport eu-west": "`teleport` is not a /failover command.",
         'status "eu-west': "A quote is not closed.",
     }
     for text, expected in cases.items():
