@@ -33,8 +33,8 @@ COMMAND = Command(
     name="status",
     usage=USAGE,
     summary=(
-        "Health of every region (or one) from the bot's own probes: state, latencies, failing "
-        "checks. Only you see it; add `public` to post it in the channel."
+        "Health of every region (or one) from every angle: the bot's own probes, Cloudflare's "
+        "view and routing, what users get. Only you see it; add `public` to post it."
     ),
     run=run,
 )

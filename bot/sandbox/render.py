@@ -20,6 +20,12 @@ EMOJI = {
     ":no_bell:": "🔕",
     ":bell:": "🔔",
     ":sunny:": "☀️",
+    ":hourglass_flowing_sand:": "⏳",
+    ":leftwards_arrow_with_hook:": "↩️",
+    ":information_source:": "ℹ️",
+    ":mag:": "🔍",
+    ":no_entry:": "⛔",
+    ":raising_hand:": "🙋",
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
