@@ -184,54 +184,68 @@ class Drains:
             raise OperationRefused(f"There is no operation {op_id}.")
         return op
 
-    async def confirm(self, op_id: int, user: str) -> Operation:
-        """The requester's confirm button: checked again against the state of now."""
+    async def _advance(
+        self, op_id: int, expected: str, who: Callable[[Operation], str | None], user: str
+    ) -> Operation:
+        """Move a pending operation on, checked again against the state of now.
+
+        The state is compared again inside the writing transaction, so a double click or a
+        click racing a cancel advances it once at most.
+        """
         async with self.sessions() as session:
             op = await self._load(session, op_id)
-        if op.state != "awaiting_confirmation":
-            raise OperationRefused(f"This {op.kind} is already {op.state.replace('_', ' ')}.")
-        if op.requested_by != user:
-            raise OperationRefused("Only the operator who asked for it may confirm it.")
+        if op.state != expected:
+            raise OperationRefused(f"This {op.kind} is {op.state.replace('_', ' ')} now.")
+        if (refusal := who(op)) is not None:
+            raise OperationRefused(refusal)
         breaking = {Rule(r) for r in op.break_glass}
         a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
         async with self.sessions.begin() as session:
             op = await self._load(session, op_id)
             now = self.clock()
+            if op.state != expected:
+                raise OperationRefused(f"This {op.kind} is {op.state.replace('_', ' ')} now.")
             if not a.allowed:
                 op.state, op.finished_at = "cancelled", now
                 why = a.noop or "; ".join(r.text for r in a.refusals)
-                journal(session, op, now, "refused", f"refused at confirmation: {why}", post=False)
+                journal(
+                    session, op, now, "refused", f"refused when {user} pressed: {why}", post=False
+                )
                 raise OperationRefused(
-                    f"Things changed since you asked, so it is refused now: {why}."
+                    f"Things changed since it was asked, so it is refused now: {why}."
                 )
             go = "scheduled" if (op.detail or {}).get("at") else "applying"
-            op.state = "awaiting_approval" if a.needs_approval else go
-            journal(session, op, now, op.state, f"confirmed by {user}", post=False)
+            if expected == "awaiting_confirmation":
+                op.state = "awaiting_approval" if a.needs_approval else go
+                journal(session, op, now, op.state, f"confirmed by {user}", post=False)
+            else:
+                op.state, op.approved_by = go, user
+                journal(session, op, now, "approved", f"approved by {user}", post=False)
             return op
 
-    async def approve(self, op_id: int, user: str) -> Operation:
-        async with self.sessions() as session:
-            op = await self._load(session, op_id)
-        if op.state != "awaiting_approval":
-            raise OperationRefused(
-                f"This {op.kind} is {op.state.replace('_', ' ')}, not awaiting approval."
+    async def confirm(self, op_id: int, user: str) -> Operation:
+        """The requester's confirm button."""
+
+        def requester_only(op: Operation) -> str | None:
+            return (
+                None
+                if op.requested_by == user
+                else "Only the operator who asked for it may confirm it."
             )
-        if op.requested_by == user:
-            raise OperationRefused("An approver other than the requester must approve.")
-        breaking = {Rule(r) for r in op.break_glass}
-        a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
-        async with self.sessions.begin() as session:
-            op = await self._load(session, op_id)
-            now = self.clock()
-            if not a.allowed:
-                op.state, op.finished_at = "cancelled", now
-                raise OperationRefused(
-                    "Refused now: " + (a.noop or "; ".join(r.text for r in a.refusals))
-                )
-            op.state = "scheduled" if (op.detail or {}).get("at") else "applying"
-            op.approved_by = user
-            journal(session, op, now, "approved", f"approved by {user}", post=False)
-            return op
+
+        return await self._advance(op_id, "awaiting_confirmation", requester_only, user)
+
+    async def approve(self, op_id: int, user: str) -> Operation:
+        """An approver's button: never the requester's own."""
+
+        def not_requester(op: Operation) -> str | None:
+            return (
+                "An approver other than the requester must approve."
+                if op.requested_by == user
+                else None
+            )
+
+        return await self._advance(op_id, "awaiting_approval", not_requester, user)
 
     async def active(self) -> list[Operation]:
         async with self.sessions() as session:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.balancer import LiveView, LoadBalancerInfo, PoolInfo
 from bot.fleet import Fleet
 from bot.monitor import EventKind, Monitor, MonitorState, PoolState, Severity, pool_state
 from bot.observations import Outcome, ProbeResult
 from bot.routing import routing_table
+
+from .conftest import make_view
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
@@ -98,36 +99,11 @@ def test_degraded_pool_of_two_origins(fleet: Fleet) -> None:
     assert degraded.kind is EventKind.POOL_DEGRADED and degraded.severity is Severity.WARNING
 
 
-def view(
-    fleet: Fleet, healthy: dict[str, bool], enabled: dict[str, bool] | None = None
-) -> LiveView:
-    pools = {
-        r.pool: PoolInfo(
-            id=r.pool,
-            name=r.pool,
-            healthy=healthy[r.name],
-            enabled=(enabled or {}).get(r.name, True),
-        )
-        for r in fleet.regions.values()
-    }
-    lb = fleet.load_balancer
-    pool_of = {r.name: r.pool for r in fleet.regions.values()}
-    info = LoadBalancerInfo(
-        id="lb",
-        name=lb.hostname,
-        steering_policy="geo",
-        default_pools=tuple(pool_of[n] for n in lb.default_pools),
-        fallback_pool=pool_of[lb.fallback_pool],
-        region_pools={g: tuple(pool_of[n] for n in names) for g, names in lb.region_pools.items()},
-    )
-    return LiveView(info, pools)
-
-
 def read(m: Monitor, fleet: Fleet, t: float, **healthy: bool) -> list:  # type: ignore[type-arg]
     state = {"us-east": True, "eu-west": True, "apac-sg": True} | {
         k.replace("_", "-"): v for k, v in healthy.items()
     }
-    v = view(fleet, state)
+    v = make_view(fleet, state)  # type: ignore[arg-type]
     return m.observe_cloudflare(v, routing_table(v.load_balancer, v.pools), at(t))
 
 
