@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 PENDING = ("awaiting_confirmation", "awaiting_approval")
 CHANGING = ("applying", "restoring")
 HOLDING = ("active", "rejoining")
+# A drill's running phases (bot/drills.py drives them).
+DRILLING = ("saving", "disabling", "measuring_rto", "holding", "measuring_rejoin")
 OPEN = PENDING + CHANGING + HOLDING
 
 
@@ -94,7 +96,7 @@ async def in_flight(
     since = now - timedelta(seconds=fleet.operations.settle)
     rows = await session.scalars(
         select(Operation).where(
-            (Operation.state.in_(CHANGING + HOLDING)) | (Operation.finished_at > since)
+            (Operation.state.in_(CHANGING + HOLDING + DRILLING)) | (Operation.finished_at > since)
         )
     )
     out = []
@@ -178,8 +180,9 @@ class Drains:
             journal(session, op, now, "proposed", f"proposed by {user}: {reason}", post=False)
         return Proposed(op, a)
 
-    async def _load(self, session: AsyncSession, op_id: int) -> Operation:
-        op = await session.get(Operation, op_id)
+    async def _load(self, session: AsyncSession, op_id: int, lock: bool = False) -> Operation:
+        # On PostgreSQL the row is locked for the writing transaction (SQLite locks the file).
+        op = await session.get(Operation, op_id, with_for_update=lock)
         if op is None:
             raise OperationRefused(f"There is no operation {op_id}.")
         return op
@@ -201,7 +204,7 @@ class Drains:
         breaking = {Rule(r) for r in op.break_glass}
         a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
         async with self.sessions.begin() as session:
-            op = await self._load(session, op_id)
+            op = await self._load(session, op_id, lock=True)
             now = self.clock()
             if op.state != expected:
                 raise OperationRefused(f"This {op.kind} is {op.state.replace('_', ' ')} now.")
@@ -279,7 +282,7 @@ class Drains:
                     kind="drain", region=region, origin=None, state="restoring", requested_by=user,
                     reason="restore of a pool disabled outside the bot", break_glass=[],
                     created_at=now,
-                    updated_at=now, channel=self.channel, detail={},
+                    updated_at=now, channel=self.channel, detail={"outside": True},
                 )  # fmt: skip
                 session.add(op)
                 await session.flush()
@@ -314,6 +317,17 @@ class Drains:
         capped = " (the maximum)" if new == limit else ""
         return f"The drain of {region} now restores itself at {new:%H:%M:%S} UTC{capped}."
 
+    async def cancel_op(self, op_id: int, user: str) -> str:
+        """The Cancel button of one proposal: only that operation, and only while pending."""
+        async with self.sessions.begin() as session:
+            op = await self._load(session, op_id, lock=True)
+            if op.state not in PENDING:
+                return f"This {op.kind} is {op.state.replace('_', ' ')}: nothing to cancel here."
+            now = self.clock()
+            op.state, op.finished_at = "cancelled", now
+            journal(session, op, now, "cancelled", f"cancelled by {user}", post=False)
+            return f"The {op.kind} of {op.region} is cancelled; nothing had changed."
+
     async def cancel(self, region: str, user: str) -> str:
         async with self.sessions.begin() as session:
             op = await self.find_open(session, region)
@@ -339,16 +353,29 @@ class Drains:
                 )
             )
         for op in ops:
+            # One operation's failure must not stop the others' expiry and restore.
             try:
                 await self._step(op.id)
             except ProviderError as exc:
                 log.warning("drain %s: %s", op.id, exc)
-                async with self.sessions.begin() as session:
-                    stored = await self._load(session, op.id)
-                    journal(
-                        session, stored, self.clock(), "error", f"Cloudflare: {exc}; will try again"
-                    )
-            await post_owed(self.sessions, op.id, notifier)
+                await self._error_note(op.id, f"Cloudflare: {exc}; trying again")
+            except Exception:
+                log.exception("drain %s: step failed; trying again", op.id)
+            try:
+                await post_owed(self.sessions, op.id, notifier)
+            except Exception:
+                log.exception("drain %s: could not post; trying again", op.id)
+
+    async def _error_note(self, op_id: int, text: str) -> None:
+        """Say an error in the thread, at most once a minute per operation."""
+        now = self.clock()
+        async with self.sessions.begin() as session:
+            stored = await self._load(session, op_id)
+            last = (stored.detail or {}).get("last_error_at")
+            if last and (now - datetime.fromisoformat(last)).total_seconds() < 60:
+                return
+            stored.detail = {**(stored.detail or {}), "last_error_at": now.isoformat()}
+            journal(session, stored, now, "error", text)
 
     async def _step(self, op_id: int) -> None:
         lb = self._lb()
@@ -366,20 +393,22 @@ class Drains:
             else:
                 await lb.set_pool_enabled(pool.id, False)
             async with self.sessions.begin() as session:
-                stored = await self._load(session, op_id)
+                stored = await self._load(session, op_id, lock=True)
                 length = float(
                     (stored.detail or {}).get("length") or self.fleet.operations.drain_default
                 )
-                stored.state, stored.applied_at = "active", now
+                stored.applied_at = now
                 stored.expires_at = now + timedelta(seconds=length)
                 audit_change(session, stored, now, f"disabled {op.origin or pool.name}")
-                journal(
-                    session,
-                    stored,
-                    now,
-                    "active",
-                    f"drained; restores itself at {stored.expires_at:%H:%M:%S} UTC",
-                )
+                if stored.state != "applying":
+                    # A restore was asked while the call was in flight: it wins, next pass.
+                    journal(
+                        session, stored, now, "active", "drained, and a restore is already asked"
+                    )
+                else:
+                    stored.state = "active"
+                    text = f"drained; restores itself at {stored.expires_at:%H:%M:%S} UTC"
+                    journal(session, stored, now, "active", text)
         elif op.state == "active" and op.expires_at is not None and op.expires_at <= now:
             async with self.sessions.begin() as session:
                 stored = await self._load(session, op_id)
@@ -396,7 +425,12 @@ class Drains:
         if op.origin:
             await lb.set_origin_enabled(pool_id, op.origin, True)
         else:
-            await lb.set_pool_enabled(pool_id, True)
+            pool = await lb.set_pool_enabled(pool_id, True)
+            if (op.detail or {}).get("outside"):
+                # Disabled outside the bot: its origins may have been switched off too.
+                for origin in pool.origins:
+                    if not origin.enabled:
+                        await lb.set_origin_enabled(pool_id, origin.name, True)
         now = self.clock()
         async with self.sessions.begin() as session:
             stored = await self._load(session, op.id)

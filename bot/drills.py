@@ -26,7 +26,7 @@ from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import MonitorState, PoolState
 from bot.notifier import OperationNotifier
 from bot.routing import routing_table
-from bot.safety import InFlight, Proposal, assess, blocked_by
+from bot.safety import InFlight, Proposal, after_change, assess, blast_radius, blocked_by
 from bot.userview import PublicCheck, UserView
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,13 @@ class Drills:
         return touched
 
     async def drive(self, notifier: OperationNotifier) -> None:
-        """Start confirmed drills; recover drills a previous leader left mid-way; post."""
+        """Start confirmed drills; recover drills a previous leader left mid-way; post.
+
+        Each drill is handled on its own: one failing (or a failing post) never keeps another
+        from being restored.
+        """
         await self.schedule_weekly()
-        for op_id in await self._due():
-            await post_owed(self.sessions, op_id, notifier)
+        due = await self._due()
         async with self.sessions() as session:
             ops = list(
                 await session.scalars(
@@ -170,26 +173,41 @@ class Drills:
         for op in ops:
             if op.id in self.tasks and not self.tasks[op.id].done():
                 continue
-            if op.state == "applying":
-                self.tasks[op.id] = asyncio.create_task(self._run_and_post(op.id, notifier))
-            else:
-                await self._recover(op.id)
-        for op in ops:
-            await post_owed(self.sessions, op.id, notifier)
+            try:
+                if op.state == "applying":
+                    self.tasks[op.id] = asyncio.create_task(self._run_and_post(op.id, notifier))
+                else:
+                    await self._recover(op.id)
+            except Exception:
+                log.exception("drill %s: recovery failed; trying again", op.id)
+        for op_id in {*due, *(op.id for op in ops)}:
+            try:
+                await post_owed(self.sessions, op_id, notifier)
+            except Exception:
+                log.exception("drill %s: could not post; trying again", op_id)
 
     async def _recover(self, op_id: int) -> None:
-        """A drill with no task: the bot restarted during it. Put the pool back, say so."""
+        """A drill with no task: the bot restarted, or lost the lease, during it.
+
+        Put the pool back first; say so once, keeping the cause the drill had recorded.
+        """
         async with self.sessions() as session:
             op = await _get(session, op_id)
-        await self._note(
-            op_id,
-            "interrupted",
-            "the bot restarted during the drill: restoring the saved configuration",
-        )
+        detail = op.detail or {}
+        if not detail.get("recovering"):
+            async with self.sessions.begin() as session:
+                stored = await _get(session, op_id)
+                stored.detail = {**(stored.detail or {}), "recovering": True}
+                text = "the drill lost its driver (a restart): restoring the saved configuration"
+                journal(session, stored, self.clock(), "interrupted", text)
         await self._restore(op)
-        await self._finish(
-            op_id, "interrupted", "interrupted by a restart; the pool is enabled again"
-        )
+        cause = detail.get("stopped")
+        if cause:
+            await self._finish(op_id, str(cause[0]), f"{cause[1]}; the pool is enabled again")
+        else:
+            await self._finish(
+                op_id, "interrupted", "interrupted by a restart; the pool is enabled again"
+            )
 
     async def _restore(self, op: Operation) -> None:
         assert self.loadbalancer is not None
@@ -330,15 +348,24 @@ class Drills:
             op = await _get(session, op_id)
         region = op.region
         targets = self.fleet.targets
-        reasons = await self.preflight(op)
-        if reasons:
+        try:
+            reasons = await self.preflight(op)
+            view = await lb.live_view(self.fleet.load_balancer.hostname)
+        except Exception as exc:
+            # Nothing has changed yet: say why and stop, rather than retry silently.
+            await self._finish(op_id, "blocked", f"preflight could not run: {exc}")
+            return
+        pool = view.pool_by_name(self.fleet.regions[region].pool)
+        if pool is None or not pool.enabled:
+            reasons.append(f"the pool of {region} is already disabled: nothing to drill")
+        if reasons or pool is None:
             await self._finish(op_id, "blocked", "preflight refused: " + "; ".join(reasons))
             return
-        view = await lb.live_view(self.fleet.load_balancer.hostname)
-        pool = view.pool_by_name(self.fleet.regions[region].pool)
-        assert pool is not None
         routes = routing_table(view.load_balancer, view.pools)
         geos = [g for g, r in routes.items() if r.pool_id == pool.id]
+        # The pools that will take the traffic: the safeguards watch these during the hold.
+        after = blast_radius(self.fleet, view, after_change(view, pool, None))
+        receiving = sorted({r.after for r in after if r.moves})
         vantages, how = self._vantages(geos)
         async with self.sessions.begin() as session:
             stored = await _get(session, op_id)
@@ -362,9 +389,9 @@ class Drills:
             await self._note(op_id, "disabling", f"disabling pool {pool.name}", state="disabling")
             await lb.set_pool_enabled(pool.id, False)
             async with self.sessions.begin() as session:
-                audit_change(
-                    session, await _get(session, op_id), self.clock(), f"disabled {pool.name}"
-                )
+                stored = await _get(session, op_id)
+                stored.applied_at = self.clock()  # the settle time after a drill counts from here
+                audit_change(session, stored, self.clock(), f"disabled {pool.name}")
             await self._note(
                 op_id,
                 "measuring_rto",
@@ -392,34 +419,40 @@ class Drills:
             while time.monotonic() < hold_until:
                 await self._check_cancel(op_id)
                 states = self.monitor_state()
-                receiving = {routes[g].pool_id for g in geos}
-                for other in self.fleet.regions.values():
-                    p = view.pool_by_name(other.pool)
-                    if (
-                        p
-                        and p.id in receiving
-                        and states
-                        and states.pools[other.name].state in (PoolState.DOWN, PoolState.DEGRADED)
-                    ):
+                for name in receiving:
+                    track = states.pools.get(name) if states else None
+                    if track is not None and track.state in (PoolState.DOWN, PoolState.DEGRADED):
                         raise DrillStopped(
-                            "aborted",
-                            f"safeguard: the receiving pool {other.name} is "
-                            f"{states.pools[other.name].state}",
+                            "aborted", f"safeguard: the receiving pool {name} is {track.state}"
                         )
                 await asyncio.sleep(0.5)
         except DrillStopped as stop:
             outcome, why = stop.outcome, str(stop)
-            await self._note(op_id, "stopping", f"stopping: {why}")
         except Exception as exc:
             outcome, why = "aborted", f"error: {exc}"
             log.exception("drill %s failed", op_id)
         finally:
-            # Restore always runs: committed first, then the call.
-            await self._note(
-                op_id, "restoring", "restoring the saved configuration", state="restoring"
-            )
-            async with self.sessions() as session:
-                await self._restore(await _get(session, op_id))
+            # Restore always runs, first of all, from what is in memory: if the database is
+            # what failed, the pool must still come back. A failed call leaves the phase for
+            # the next pass (recovery) to retry.
+            await lb.set_pool_enabled(pool.id, True)
+            try:
+                async with self.sessions.begin() as session:
+                    stored = await _get(session, op_id)
+                    stored.state, stored.restored_at = "restoring", self.clock()
+                    if why:
+                        stored.detail = {**(stored.detail or {}), "stopped": [outcome, why]}
+                        journal(session, stored, self.clock(), "stopping", f"stopping: {why}")
+                    audit_change(session, stored, self.clock(), f"restored {pool.name}")
+                    journal(
+                        session,
+                        stored,
+                        self.clock(),
+                        "restoring",
+                        "restored the saved configuration",
+                    )
+            except Exception:
+                log.exception("drill %s: restored, but could not record it", op_id)
         await self._note(
             op_id,
             "measuring_rejoin",

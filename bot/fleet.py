@@ -306,6 +306,11 @@ class Fleet(_Model):
                 check(f"public.served_by.values.{said}", name)
         for i, day in enumerate(self.gamedays.weekly):
             check(f"gamedays.weekly[{i}].region", day.region)
+            if day.region == lb.fallback_pool:
+                raise ValueError(
+                    f"gamedays.weekly[{i}].region: {day.region} is the fallback pool; drilling it "
+                    "needs an approver each time, so it cannot be on a schedule"
+                )
         for i, relay in enumerate(self.relays):
             if relay.geo not in GEO_REGIONS:
                 raise ValueError(

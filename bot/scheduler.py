@@ -96,6 +96,7 @@ class Leadership:
             log.warning("lost the lease: no longer watching")
             self.leading = False
             await self.loop.stop()
+            await self.drills.stop()  # the new leader drives them; ours restore in their finally
 
     async def stop(self) -> None:
         if self.scheduler.running:

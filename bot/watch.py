@@ -29,6 +29,18 @@ log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
 # Operation states in which the load balancer may be moving traffic on purpose.
 OPERATING = ("applying", *CHANGING, *HOLDING, *RUNNING)
+# Which traffic moves each phase causes on purpose; any other is real and may open an incident.
+EXPECTED_MOVES = {
+    EventKind.FAILOVER_TRIGGERED: (
+        "applying",
+        "active",
+        "saving",
+        "disabling",
+        "measuring_rto",
+        "holding",
+    ),
+    EventKind.TRAFFIC_RESTORED: ("restoring", "rejoining", "measuring_rejoin"),
+}
 EVENTS_CURSOR = "cloudflare_events"
 
 
@@ -77,12 +89,14 @@ class Watch:
         ops = {
             op.region: op
             for op in await session.scalars(select(Operation).where(Operation.state.in_(OPERATING)))
+            if op.origin is None  # one origin out of several moves no traffic by design
         }
         kept = []
         for e in events:
             op = ops.get(e.region)
-            if op is None or e not in moving:
-                kept.append(e)
+            expected = EXPECTED_MOVES.get(e.kind, ())
+            if op is None or e not in moving or op.state not in expected:
+                kept.append(e)  # not what the operation does: a real event
                 continue
             session.add(
                 JournalEntry(

@@ -30,10 +30,14 @@ async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
             if op.state == "awaiting_approval":
                 view = view_of(op)
                 return Reply(
-                    text=f"<@{user}> asks an approver to approve: drain {op.region}",
+                    text=f"<@{user}> asks an approver to approve: {op.kind} of {op.region}",
                     blocks=approval_blocks(view, user),
                     public=True,
                 )
+            if op.state == "scheduled":
+                at = str((op.detail or {}).get("at", ""))[:16].replace("T", " ")
+                text = f"The {op.kind} of {op.region} is scheduled for {at} UTC."
+                return Reply(text=text, blocks=[section(f":calendar: {text}")])
             if op.kind == "drill":
                 text = f"Drill of {op.region} starting: the channel follows it."
                 return Reply(text=text, blocks=[section(f":hourglass_flowing_sand: {text}")])
@@ -60,9 +64,11 @@ async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
                 public=True,
             )
         if action_id == CANCEL_ACTION:
-            async with ctx.services.db()() as session:
-                op = await drains._load(session, int(value))
-            text = await drains.cancel(op.region, user)
+            if not await access.is_operator(user):
+                return usage_error(
+                    f"Only operators may cancel changes. Operators: {access.who('operator')}."
+                )
+            text = await drains.cancel_op(int(value), user)
             return Reply(text=text, blocks=[section(text)])
     except OperationRefused as exc:
         return usage_error(str(exc))

@@ -26,6 +26,7 @@ EMOJI = {
     ":mag:": "🔍",
     ":no_entry:": "⛔",
     ":raising_hand:": "🙋",
+    ":calendar:": "📅",
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")

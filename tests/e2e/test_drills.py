@@ -188,7 +188,7 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
 
         async def told() -> bool:
             text = "\n".join(render_message(m) for m in world.slack.channels.get(CHANNEL, []))
-            return "the bot restarted during the drill" in text and "INTERRUPTED" in text
+            return "the drill lost its driver (a restart)" in text and "INTERRUPTED" in text
 
         await eventually(told, within=10)
     finally:
@@ -209,3 +209,28 @@ async def test_a_drill_scheduled_with_at_is_listed_and_cancelled(ops: Ops) -> No
     assert f"eu-west scheduled for {at:%Y-%m-%d %H:%M} UTC" in listed
     assert await ops.pool_enabled("eu-west")  # nothing moved yet
     assert "The scheduled drill #1 of eu-west is cancelled." in await ops.say("drill cancel")
+
+
+async def test_no_drain_while_a_drill_runs(ops: Ops) -> None:
+    await ops.say("drill eu-west")
+    await ops.press("Drill eu-west")
+
+    async def running() -> bool:
+        async with sessionmaker(ops.bot.engine)() as session:
+            op = (await session.scalars(select(Operation))).first()
+            return op is not None and op.state in ("measuring_rto", "holding")
+
+    await eventually(running, within=10)
+    refused = await ops.say("drain apac-sg --for 1h during the drill")
+    assert "Refused to drain apac-sg" in refused and "`drill-running`" in refused
+    shown = await ops.say("drill apac-sg")
+    assert "`drill-running`" in shown
+
+
+async def test_cancel_button_needs_an_operator_and_cancels_only_its_own(ops: Ops) -> None:
+    await ops.say("drill eu-west")
+    proposal = ops.last
+    denied = await ops.press("Cancel", user="U0STRANGER", message=proposal)
+    assert "Only operators may cancel changes" in render_message(denied)
+    done = await ops.press("Cancel", message=proposal)
+    assert "The drill of eu-west is cancelled; nothing had changed." in render_message(done)
