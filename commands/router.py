@@ -64,6 +64,7 @@ class Router:
         self.commands = {c.name: c for c in commands}
 
     def _unknown(self, word: str) -> Reply:
+        word = word if len(word) <= 40 else word[:39] + "…"
         names = ", ".join(f"`{n}`" for n in self.commands)
         return usage_error(
             f"`{word}` is not a /failover command. Commands: {names}.", "/failover help"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import Block
 
-from bot.views.reply import Reply, context, section
+from bot.views.reply import Reply, clip, context, section
 
 
 def usage_error(message: str, usage: str | None = None) -> Reply:
+    message = clip(message, 600)  # it may echo what was typed, which may be anything
     blocks: list[Block] = [section(f":warning: {message}")]
     if usage and usage != "/failover help":
         blocks.append(context(f"Usage: `{usage}`  ·  `/failover help` lists every command"))

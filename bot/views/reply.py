@@ -19,9 +19,16 @@ class Reply:
         return [b.to_dict() for b in self.blocks]
 
 
+SECTION_LIMIT = 3000  # Slack refuses a longer text object
+
+
+def clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def section(markdown: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=markdown))
+    return SectionBlock(text=MarkdownTextObject(text=clip(markdown)))
 
 
 def context(*markdown: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=m) for m in markdown])
+    return ContextBlock(elements=[MarkdownTextObject(text=clip(m)) for m in markdown])
