@@ -105,8 +105,13 @@ class Prober:
             ),
         )
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._running: set[asyncio.Task[ProbeResult]] = set()
 
     async def aclose(self) -> None:
+        # Probes still running (a status asked just before shutdown) end first, quietly.
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
         if self._own_client:
             await self.client.aclose()
 
@@ -167,6 +172,9 @@ class Prober:
         """Probe every (region, origin) concurrently; those not done within ``budget`` s say so."""
         pairs = list(targets)
         tasks = [asyncio.create_task(self.probe(r, o)) for r, o in pairs]
+        self._running.update(tasks)
+        for task in tasks:
+            task.add_done_callback(self._running.discard)
         if not tasks:
             return []
         done, pending = await asyncio.wait(tasks, timeout=budget)
