@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import silences
+from bot import metrics, silences
 from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
@@ -92,7 +92,8 @@ class Alerts:
         self.clock = clock
         self._last_post: dict[str, float] = {}
 
-    async def _space(self, channel: str) -> None:
+    async def _space(self, channel: str, kind: str = "post") -> None:
+        metrics.ALERTS_POSTED.labels(kind).inc()
         wait = self._last_post.get(channel, 0.0) + POST_SPACING - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.models import Incident, Operation
 from bot.drains import _get, audit_change, in_flight, journal, post_owed
 from bot.fleet import DAYS, Fleet
@@ -413,6 +414,8 @@ class Drills:
                 f"RTO {_figures(rto)} (target < {targets.rto:g} s)",
                 state="holding",
             )
+            if worst is not None:
+                metrics.DRILL_RTO.labels(region).observe(worst)
             if missing or worst is None or worst >= targets.rto:
                 outcome, why = "failed", "the RTO target was missed"
             hold_until = time.monotonic() + self.fleet.operations.drill_hold

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from bot import metrics
 from bot.fleet import MonitorSettings, Origin
 from bot.observations import Outcome, ProbeResult
 
@@ -153,6 +154,8 @@ class Prober:
                     continue
                 if verdict.outcome is Outcome.HEALTHY or attempt > self.monitor.retries:
                     break
+            metrics.PROBE_SECONDS.labels(region, origin.name).observe(latency)
+            metrics.PROBE_RESULTS.labels(region, origin.name, verdict.outcome.value).inc()
             return ProbeResult(
                 region=region,
                 origin=origin.name,
@@ -250,6 +253,7 @@ class ProbeLoop:
             await asyncio.sleep(max(0.0, slot - time.monotonic()))
             if time.monotonic() - slot > self.interval / 10:
                 self.late += 1
+                metrics.PROBES_LATE.set(self.late)
             try:
                 again = await self._probe(region, origin)
                 for _ in range(self.confirmations):
@@ -263,6 +267,7 @@ class ProbeLoop:
             if now > slot + self.interval / 10:
                 missed = int((now - slot) // self.interval) + 1
                 self.dropped += missed
+                metrics.PROBES_DROPPED.set(self.dropped)
                 slot += missed * self.interval
 
     async def _probe(self, region: str, origin: Origin) -> bool:

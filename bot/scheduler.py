@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot import metrics
 from bot.alerts import Alerts
 from bot.db.lease import LeaderLease
 from bot.drains import Drains
@@ -90,11 +91,13 @@ class Leadership:
             log.info("took the lease as %s: watching", self.lease.holder)
             await self.watch.load()
             self.leading = True
+            metrics.LEADER.set(1)
             self.loop.start()
             await self.watch.poll_cloudflare()
         elif not held and self.leading:
             log.warning("lost the lease: no longer watching")
             self.leading = False
+            metrics.LEADER.set(0)
             await self.loop.stop()
             await self.drills.stop()  # the new leader drives them; ours restore in their finally
 

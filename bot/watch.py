@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.models import JournalEntry, Operation, StoredState, TimelineEvent
 from bot.drains import CHANGING, HOLDING
 from bot.drills import RUNNING
@@ -71,6 +72,9 @@ class Watch:
         self.monitor = Monitor(self.fleet, state)
 
     async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> None:
+        for region, state in self.monitor.states().items():
+            for each in PoolState:
+                metrics.POOL_STATE.labels(region, each.value).set(1 if each is state else 0)
         events = await self._divert_operation_traffic(session, events, now)
         await self.incidents.apply(session, events, now)
         await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from bot import metrics
 from bot.errors import UsageError
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
@@ -112,6 +113,7 @@ class Router:
             error_id = new_error_id()
             log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)
             reply = internal_error(error_id)
+        metrics.SLACK_REPLIES.labels(reply.outcome).inc()
         try:
             await self.audit.record_command(
                 invocation, reply.outcome, reply.text[:500], error_id, time.perf_counter() - started

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import cloudflare
 import httpx
 
+from bot import metrics
 from bot.balancer import HealthEvent, LiveView, LoadBalancerInfo, MonitorInfo, PoolHealth, PoolInfo
 from bot.errors import (
     ProviderAuthError,
@@ -96,6 +97,17 @@ class CloudflareLoadBalancer:
         self, what: str, scope: str, permission: str, call: Callable[[], Awaitable[T]]
     ) -> T:
         """Run one SDK call; its errors become ProviderErrors naming ``what`` and the fix."""
+        try:
+            result = await self._translated(what, scope, permission, call)
+        except Exception as exc:
+            metrics.CLOUDFLARE_CALLS.labels(type(exc).__name__).inc()
+            raise
+        metrics.CLOUDFLARE_CALLS.labels("ok").inc()
+        return result
+
+    async def _translated(
+        self, what: str, scope: str, permission: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
         try:
             return await call()
         except cloudflare.AuthenticationError:

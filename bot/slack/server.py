@@ -6,6 +6,8 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from bot.metrics import exposition
+
 
 def build_web_app(bolt_app: AsyncApp) -> web.Application:
     async def events(request: web.Request) -> web.Response:
@@ -15,7 +17,11 @@ def build_web_app(bolt_app: AsyncApp) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    async def prometheus(request: web.Request) -> web.Response:
+        return web.Response(body=exposition(), content_type="text/plain", charset="utf-8")
+
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/slack/events", events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", prometheus)
     return app

@@ -146,3 +146,19 @@ async def test_healthz(served: Served) -> None:
     async with httpx.AsyncClient() as http:
         resp = await http.get(f"{served.server.url}/healthz")
     assert resp.status_code == 200 and resp.json() == {"ok": True}
+
+
+async def test_metrics_in_prometheus_format(served: Served) -> None:
+    await served.user.command("status")
+    await served.user.command("status mars")
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{served.server.url}/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    assert (
+        'failover_probe_results_total{origin="gateway-eu-west",outcome="healthy",region="eu-west"}'
+        in text
+    )
+    assert 'failover_slack_replies_total{outcome="rejected"}' in text
+    assert 'failover_cloudflare_calls_total{result="ok"}' in text
+    assert "failover_probe_seconds_bucket" in text
