@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -18,9 +19,19 @@ from bot.db import schema
 from bot.db.engine import create_engine
 from bot.errors import ConfigError, ProviderError, SchemaOutOfDate
 from bot.fleet import GEO_REGIONS, load_fleet
+from bot.logs import configure
 from bot.settings import load_settings
 
 log = logging.getLogger("bot")
+SECRET_VARIABLES = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "CLOUDFLARE_API_TOKEN",
+    "CLOUDFLARE_API_KEY",
+    "RELAY_TOKEN",
+    "DATABASE_URL",  # may carry a password
+)
 
 
 async def _until_stopped() -> None:
@@ -186,10 +197,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.command in ("demo", "sandbox") else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    env = os.environ
+    secrets = [env.get(name) for name in SECRET_VARIABLES]
+    quiet = args.command in ("demo", "sandbox")
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = "INFO"  # the settings check says what is wrong with it, in one line
+    configure(logging.WARNING if quiet else level, secrets)
     # A line per probe and per API call would drown what matters.
     for noisy in ("httpx", "httpcore", "cloudflare"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
         "DATABASE_URL": db,
         "FAILOVER_CONFIG": str(world.config_path),
         "PORT": str(port),
+        "LOG_LEVEL": "DEBUG",  # the most a log could ever say
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
@@ -61,7 +63,21 @@ async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
         assert "Cloudflare: not configured" in shown
         # The Web API base came from SLACK_API_URL: Bolt checked its token against the stand-in.
         assert "auth.test" in [c.method for c in world.slack.calls]
+        await user.command("frobnicate")
+        # A request signed with the wrong secret: Bolt logs the refusal.
+        bad = SlackUser(f"{base}/slack/events", world.slack.url, "not-the-secret")
+        await bad.command("status", expect=0)
+        await bad.aclose()
     finally:
         await user.aclose()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert proc.stderr is not None
+    logged = (await proc.stderr.read()).decode()
+    lines = [
+        json.loads(line) for line in logged.splitlines() if line.strip()
+    ]  # JSON, not a terminal
+    assert lines and {"ts", "level", "logger", "message"} <= set(lines[0])
+    for secret in (world.bot_token, world.signing_secret):
+        assert secret not in logged
+    assert "Bearer xox" not in logged
