@@ -26,6 +26,7 @@ from bot.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from bot.loadbalancer.breaker import CircuitBreaker
 from bot.loadbalancer.convert import (
     event_from_json,
     lb_from_json,
@@ -81,6 +82,7 @@ class CloudflareLoadBalancer:
         self.account_id = account_id
         self.zone_id = zone_id
         self.timeout = timeout
+        self.breaker = CircuitBreaker(threshold=5, cooldown=30.0)
         self.client = cloudflare.AsyncCloudflare(
             api_token=api_token,
             base_url=base_url,
@@ -97,12 +99,22 @@ class CloudflareLoadBalancer:
         self, what: str, scope: str, permission: str, call: Callable[[], Awaitable[T]]
     ) -> T:
         """Run one SDK call; its errors become ProviderErrors naming ``what`` and the fix."""
+        if not self.breaker.allow():
+            metrics.CLOUDFLARE_CALLS.labels("circuit_open").inc()
+            raise ProviderUnavailable(
+                f"Cloudflare failed {self.breaker.threshold} times in a row, so the bot is not "
+                f"calling it for a while (next try in {self.breaker.retry_in():.0f} s); "
+                f"{what} did not happen"
+            )
         try:
             result = await self._translated(what, scope, permission, call)
         except Exception as exc:
             metrics.CLOUDFLARE_CALLS.labels(type(exc).__name__).inc()
+            if isinstance(exc, (ProviderUnavailable, ProviderRateLimited)):
+                self.breaker.failure()  # the API's trouble, not a refusal of this request
             raise
         metrics.CLOUDFLARE_CALLS.labels("ok").inc()
+        self.breaker.success()
         return result
 
     async def _translated(
