@@ -23,6 +23,7 @@ from bot.drains import Drains
 from bot.drills import Drills
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
+from bot.home import Home
 from bot.incidents import Incidents
 from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.loadbalancer.port import LoadBalancer
@@ -113,7 +114,8 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         clock=clock,
     )
     router = Router(services, SqlAuditTrail(sessions))
-    slack = build_bolt_app(settings, router, socket_mode=socket_mode)
+    home = Home(fleet, sessions, clock)
+    slack = build_bolt_app(settings, router, socket_mode=socket_mode, home=home)
     access.members = partial(group_members, slack.client)
     leadership = None
     if watch is not None and drills is not None:
@@ -123,5 +125,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         lease = LeaderLease(sessions, holder, fleet.watch.lease_ttl)
         # The watch probes on its own client: its concurrency cap must not starve status replies.
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
-        leadership = Leadership(fleet, lease, watch, alerts, watch_prober, drains, drills, notifier)
+        leadership = Leadership(
+            fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home
+        )
     return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)

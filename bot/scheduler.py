@@ -15,7 +15,8 @@ from bot.drains import Drains
 from bot.drills import Drills
 from bot.fleet import Fleet
 from bot.health import ProbeLoop, Prober
-from bot.notifier import OperationNotifier
+from bot.home import Home
+from bot.slack.notifier import SlackNotifier
 from bot.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ class Leadership:
         prober: Prober,
         drains: Drains,
         drills: Drills,
-        notifier: OperationNotifier,
+        notifier: SlackNotifier,
+        home: Home,
     ) -> None:
+        self.home = home
         self.drains = drains
         self.drills = drills
         self.notifier = notifier
@@ -82,6 +85,7 @@ class Leadership:
         self._job("flush", 1.0, self.alerts.flush)
         self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
         self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
+        self._job("home", 10.0, lambda: self.home.refresh(self.notifier))  # at most every 10 s
         self.scheduler.start()
         await self.renew()
 

@@ -103,6 +103,22 @@ class SlackUser:
         }
         return await self._post(urlencode(form), response_url, wait, expect)
 
+    async def event(self, event: dict[str, Any]) -> int:
+        """Deliver an Events API callback (e.g. app_home_opened); returns the HTTP status."""
+        body = json.dumps(
+            {
+                "type": "event_callback",
+                "team_id": TEAM_ID,
+                "api_app_id": "A0FAILOVER",
+                "event": event,
+                "event_id": f"Ev{time.time_ns()}",
+                "event_time": int(time.time()),
+            }
+        )
+        headers = self.signed_headers(body) | {"Content-Type": "application/json"}
+        resp = await self.http.post(self.events_url, content=body, headers=headers)
+        return resp.status_code
+
     async def click(
         self,
         action_id: str,

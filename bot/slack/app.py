@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.home import Home
 from bot.invocation import Invocation
 from bot.settings import Settings
 from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
@@ -61,7 +62,9 @@ async def send(respond: AsyncRespond, reply: Reply) -> None:
     )
 
 
-def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = False) -> AsyncApp:
+def build_bolt_app(
+    settings: Settings, router: Router, *, socket_mode: bool = False, home: Home | None = None
+) -> AsyncApp:
     app = AsyncApp(
         client=web_client(settings),
         signing_secret=settings.slack_signing_secret,
@@ -106,6 +109,17 @@ def build_bolt_app(settings: Settings, router: Router, *, socket_mode: bool = Fa
             )
         except Exception:
             log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
+
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any]) -> None:
+        if home is None or event.get("tab", "home") != "home":
+            return
+        from bot.slack.notifier import SlackNotifier
+
+        try:
+            await home.opened(str(event.get("user", "")), SlackNotifier(app.client))
+        except Exception:
+            log.exception("could not publish the App Home [error_id=%s]", uuid.uuid4().hex[:8])
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:

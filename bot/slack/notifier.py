@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.home import Dashboard
 from bot.notifier import EntryView, IncidentView, OperationView
 from bot.views.alerts import incident_blocks, incident_text, thread_blocks, thread_text
+from bot.views.home import home_view
 from bot.views.operations import operation_blocks, operation_text
 
 
@@ -62,3 +65,6 @@ class SlackNotifier:
     async def post_operation_note(self, channel: str, thread_ts: str, text: str) -> str:
         resp = await self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
         return str(resp["ts"])
+
+    async def publish_home(self, user: str, dashboard: Dashboard, at: datetime) -> None:
+        await self.client.views_publish(user_id=user, view=home_view(dashboard, at))

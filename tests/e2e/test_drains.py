@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 from sqlalchemy import select
 
 from bot.db.engine import sessionmaker
@@ -163,3 +166,34 @@ async def test_break_glass_is_recorded_and_shown_loudly(ops: Ops) -> None:
     async with sessionmaker(ops.bot.engine)() as session:
         op = (await session.scalars(select(Operation))).one()
     assert op.break_glass == ["no-healthy-pool"] and op.reason == "bad deploy must stop"
+
+
+async def test_app_home_shows_the_dashboard_and_follows_changes(ops: Ops) -> None:
+    assert (
+        await ops.user.event({"type": "app_home_opened", "user": "U0VIEWER", "tab": "home"}) == 200
+    )
+
+    async def published() -> list[dict[str, Any]]:
+        return [c.args for c in ops.world.slack.calls if c.method == "views.publish"]
+
+    await eventually(lambda: _nonempty(published()), within=5)
+    first = (await published())[0]
+    assert first["user_id"] == "U0VIEWER"
+    text = str(first["view"])
+    assert "Failover dashboard" in text and "us-east" in text and "Open incidents" in text
+    await ops.say("drain apac-sg --for 1h patching")
+    await ops.press("Drain apac-sg")
+    leadership = ops.bot.leadership
+    assert leadership is not None
+    home = leadership.home
+
+    async def refreshed() -> bool:
+        await home.refresh(leadership.notifier)  # the 10 s job, run now
+        views = [str(v["view"]) for v in await published()]
+        return any("drain of apac-sg" in v for v in views)
+
+    await eventually(refreshed, within=10)
+
+
+async def _nonempty(items: Awaitable[list[Any]]) -> bool:
+    return bool(await items)

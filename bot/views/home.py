@@ -1,0 +1,51 @@
+"""The App Home tab's view."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock
+
+from bot.home import Dashboard
+from bot.monitor import PoolState
+from bot.views.reply import context, section
+from bot.views.status import STATE_EMOJI
+
+
+def home_view(board: Dashboard, at: datetime) -> dict[str, Any]:
+    blocks: list[Block] = [HeaderBlock(text="Failover dashboard")]
+    lines = []
+    for region, state in board.regions.items():
+        emoji = (
+            STATE_EMOJI.get(PoolState(state), ":grey_question:")
+            if state in PoolState._value2member_map_
+            else ""
+        )
+        lines.append(
+            f"{emoji} *{region}* {state} · Cloudflare {board.cloudflare.get(region, 'unknown')}"
+        )
+    blocks.append(section("\n".join(lines)))
+    if board.moved:
+        by_region: dict[str, list[str]] = defaultdict(list)
+        for geo, region in board.moved.items():
+            by_region[region].append(geo)
+        blocks.append(
+            section(
+                "*Routing away from home*\n"
+                + "\n".join(f"• {' '.join(g)} → {r}" for r, g in by_region.items())
+            )
+        )
+    else:
+        blocks.append(section("*Routing*: every geo region on its own pool"))
+    blocks.append(DividerBlock())
+    blocks.append(
+        section("*Open incidents*\n" + ("\n".join(f"• {i}" for i in board.incidents) or "none"))
+    )
+    blocks.append(
+        section("*Drains and drills*\n" + ("\n".join(f"• {o}" for o in board.operations) or "none"))
+    )
+    blocks.append(section(f"*Next game day*: {board.next_game_day or 'none scheduled'}"))
+    blocks.append(context(f"updated {at:%H:%M:%S} UTC · `/failover status` for the live probes"))
+    return {"type": "home", "blocks": [b.to_dict() for b in blocks]}
