@@ -42,6 +42,7 @@ class Sample:
     status: int
     ack: float
     reply: float | None  # None: no reply within --wait
+    verdict: str  # the first reply's text ("" without one)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,7 +52,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def sample(number: int, exchange: Exchange) -> Sample:
-    return Sample(number, exchange.status, exchange.ack_seconds, exchange.reply_seconds)
+    text = str(exchange.replies[0].get("text", "")) if exchange.replies else ""
+    return Sample(number, exchange.status, exchange.ack_seconds, exchange.reply_seconds, text)
 
 
 def report(samples: list[Sample], inflight: int, deadline: float) -> None:
@@ -59,12 +61,21 @@ def report(samples: list[Sample], inflight: int, deadline: float) -> None:
     replies = [s.reply for s in samples if s.reply is not None]
     rejected = sum(s.status != 200 for s in samples)
     silent = sum(s.status == 200 and s.reply is None for s in samples)
+    healthy = sum(s.verdict.endswith("all healthy") for s in samples)
+    seen_ok = {s.verdict for s in samples if s.verdict.endswith("all healthy")}
     print()
     print(
         f"{len(samples)} commands, {inflight} in flight at a time: "
         f"{len(acks)} acked with HTTP 200, {rejected} refused, {len(replies)} replied, "
         f"{silent} acked but got no reply"
     )
+    print(
+        f"replies whose verdict is 'all healthy': {healthy} of {len(replies)} "
+        "(a probe or public check not answered in time changes the verdict)"
+    )
+    others = dict.fromkeys(s.verdict for s in samples if s.verdict and s.verdict not in seen_ok)
+    for verdict in list(others)[:3]:
+        print(f"  e.g. {verdict[:160]}")
     print()
     header = (
         f"{'':<6} {'n':>4} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'limit s':>8} "

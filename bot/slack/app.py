@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
-    """The Web API client on SLACK_API_URL; Slack's 429s and dropped connections are retried."""
+    """The Web API client on SLACK_API_URL; Slack's 429s, 5xx and dropped connections retried."""
     return AsyncWebClient(
         token=settings.slack_bot_token,
         base_url=settings.slack_api_base,
@@ -34,6 +35,7 @@ def web_client(settings: Settings) -> AsyncWebClient:
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -86,3 +87,38 @@ async def test_serve_refuses_a_schema_one_revision_behind(
         match="schema is at 0001 but this bot needs 0003: run `failover-bot migrate`",
     ):
         await build_bot(sandbox_settings(world, database_url))
+
+
+async def test_downgrade_keeps_the_tables_it_does_not_drop(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await schema.upgrade(engine)
+        trail = SqlAuditTrail(sessionmaker(engine))
+        for n in range(3):
+            await trail.record_command(
+                Invocation(user_id=f"U{n}", text="status"), "ok", "", None, 0.1
+            )
+        await schema.downgrade(engine, "0001")  # drops the watch's and the operations' tables
+        assert {"incidents", "operations"}.isdisjoint(await tables(database_url))
+        await schema.upgrade(engine)
+        assert [r.user_id for r in reversed(await trail.recent())] == ["U0", "U1", "U2"]
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_commands_lose_no_audit_rows(migrated_url: str) -> None:
+    engine = create_engine(migrated_url)
+    trail = SqlAuditTrail(sessionmaker(engine))
+    try:
+        await asyncio.gather(
+            *(
+                trail.record_command(
+                    Invocation(user_id=f"U{n}", text=f"status {n}"), "ok", "", None, 0.0
+                )
+                for n in range(60)
+            )
+        )
+        rows = await trail.recent(limit=100)
+        assert sorted(r.text for r in rows) == sorted(f"status {n}" for n in range(60))
+    finally:
+        await engine.dispose()
