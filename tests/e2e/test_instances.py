@@ -60,7 +60,7 @@ class Cluster:
             async with sessionmaker(engine)() as session:
                 lease = await session.get(Lease, "leader")
                 now = await session.scalar(select(func.now()))
-                return lease.holder if lease and lease.expires_at > now else None
+                return lease.holder if lease and now and lease.expires_at > now else None
         finally:
             await engine.dispose()
 
