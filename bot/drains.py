@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import AuditEntry, JournalEntry, Operation
@@ -203,28 +203,44 @@ class Drains:
             raise OperationRefused(refusal)
         breaking = {Rule(r) for r in op.break_glass}
         a = await self.assess(Proposal(op.kind, op.region, op.origin), breaking)
+        go = "scheduled" if (op.detail or {}).get("at") else "applying"
+        if not a.allowed:
+            new = "cancelled"
+        elif expected == "awaiting_confirmation":
+            new = "awaiting_approval" if a.needs_approval else go
+        else:
+            new = go
+        why = a.noop or "; ".join(r.text for r in a.refusals)
         async with self.sessions.begin() as session:
-            op = await self._load(session, op_id, lock=True)
             now = self.clock()
-            if op.state != expected:
-                raise OperationRefused(f"This {op.kind} is {op.state.replace('_', ' ')} now.")
-            if not a.allowed:
-                op.state, op.finished_at = "cancelled", now
-                why = a.noop or "; ".join(r.text for r in a.refusals)
-                journal(
-                    session, op, now, "refused", f"refused when {user} pressed: {why}", post=False
+            values: dict[str, object] = {"state": new, "updated_at": now}
+            if new == "cancelled":
+                values["finished_at"] = now
+            elif expected == "awaiting_approval":
+                values["approved_by"] = user
+            # Compare-and-set: of two clicks at once, exactly one moves it on.
+            moved = await session.execute(
+                update(Operation)
+                .where(Operation.id == op_id, Operation.state == expected)
+                .values(**values)
+            )
+            op = await self._load(session, op_id)
+            if moved.rowcount:  # type: ignore[attr-defined]
+                text = {
+                    "cancelled": f"refused when {user} pressed: {why}",
+                    "awaiting_approval": f"confirmed by {user}; waiting for an approver",
+                }.get(
+                    new,
+                    f"{'approved' if expected == 'awaiting_approval' else 'confirmed'} by {user}",
                 )
-                raise OperationRefused(
-                    f"Things changed since it was asked, so it is refused now: {why}."
-                )
-            go = "scheduled" if (op.detail or {}).get("at") else "applying"
-            if expected == "awaiting_confirmation":
-                op.state = "awaiting_approval" if a.needs_approval else go
-                journal(session, op, now, op.state, f"confirmed by {user}", post=False)
-            else:
-                op.state, op.approved_by = go, user
-                journal(session, op, now, "approved", f"approved by {user}", post=False)
-            return op
+                journal(session, op, now, new, text, post=False)
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            raise OperationRefused(f"This {op.kind} is {op.state.replace('_', ' ')} now.")
+        if new == "cancelled":
+            raise OperationRefused(
+                f"Things changed since it was asked, so it is refused now: {why}."
+            )
+        return op
 
     async def confirm(self, op_id: int, user: str) -> Operation:
         """The requester's confirm button."""

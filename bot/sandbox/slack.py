@@ -40,6 +40,7 @@ class SlackStandIn:
         self.responses: dict[str, list[dict[str, Any]]] = {}
         self._response_channel: dict[str, str] = {}
         self.rate_limited = 0
+        self.down = False  # every Web API call answers 503: a Slack outage
         self.usergroups: dict[str, list[str]] = {
             "S0ONCALL": ["U0ONCALL"]
         }  # the next N Web API calls answer 429, as Slack does under load
@@ -105,6 +106,8 @@ class SlackStandIn:
         self.calls.append(Recorded(method, args))
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() or str(args.get("token", ""))
+        if self.down:
+            return web.Response(status=503, text="Service Unavailable")
         if self.rate_limited > 0:
             self.rate_limited -= 1
             return web.json_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -197,3 +198,21 @@ async def test_app_home_shows_the_dashboard_and_follows_changes(ops: Ops) -> Non
 
 async def _nonempty(items: Awaitable[list[Any]]) -> bool:
     return bool(await items)
+
+
+async def test_a_double_click_applies_once(ops: Ops) -> None:
+    await ops.say("drain eu-west --for 1h twice")
+    button = next(
+        e
+        for b in ops.last["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if "Drain" in e["text"]["text"]
+    )
+    first, second = await asyncio.gather(
+        ops.user.click(button["action_id"], button["value"]),
+        ops.user.click(button["action_id"], button["value"]),
+    )
+    texts = sorted(render_message(x.replies[-1]) for x in (first, second))
+    assert sum("Draining eu-west" in t for t in texts) == 1, texts
+    assert any("is applying now" in t or "is active now" in t for t in texts), texts

@@ -239,3 +239,37 @@ async def test_catching_up_after_the_bot_was_down(tmp_path: Path) -> None:
             await second.aclose()
     finally:
         await world.close()
+
+
+async def test_a_slack_outage_does_not_stop_the_watch_and_posts_follow_in_order(
+    watching: tuple[Sandbox, Bot],
+) -> None:
+    world, bot = watching
+    world.slack.down = True
+    await world.gateways["us-east"].set_mode("down")
+
+    async def recorded() -> bool:
+        async with sessionmaker(bot.engine)() as session:
+            incident = (await session.scalars(select(Incident))).first()
+            if incident is None:
+                return False
+            kinds = (await timeline(bot))[1]
+            return "FailoverTriggered" in kinds
+
+    await eventually(recorded, within=15)  # the watch went on while Slack was down
+    assert mains(world) == []
+    world.slack.down = False
+
+    async def posted() -> bool:
+        return bool(mains(world)) and "WNAM ENAM NSAM SSAM → eu-west" in render_message(
+            mains(world)[0]
+        )
+
+    await eventually(posted, within=20)
+
+    async def replied() -> bool:
+        return any("Pool Down · us-east" in r for r in replies(world))
+
+    await eventually(replied, within=10)
+    assert len(mains(world)) == 1
+    assert len(replies(world)) <= 2  # what piled up went out together, not as a flood
