@@ -111,11 +111,11 @@ class Watch:
 
     async def on_probe(self, result: ProbeResult) -> bool:
         """Hand one result to the monitor; True when the origin wants confirming at once."""
-        before = self.monitor.state.pools[result.region].origins[result.origin].model_copy()
+        track = self.monitor.state.pools[result.region].origins[result.origin]
+        before = (track.streak, track.healthy)  # cheaper than a copy, on the hot path
         now = self.clock()
         events = self.monitor.observe(result, now)
-        after = self.monitor.state.pools[result.region].origins[result.origin]
-        if events or before.streak != after.streak or before.healthy != after.healthy:
+        if events or before != (track.streak, track.healthy):
             async with self._writing, self.sessions.begin() as session:
                 await self._commit(session, events, now)
         return self.monitor.pending_confirmation(result.region, result.origin)
