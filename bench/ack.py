@@ -24,9 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.assembly import Bot, build_bot
-from bot.db import schema
-from bot.db.engine import create_engine
+from bot.assembly import Bot, migrated_bot
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import Exchange, SlackUser
 from bot.sandbox.world import Sandbox
@@ -114,10 +112,7 @@ async def bench(inflight: int, rounds: int, wait: float) -> list[Sample]:
         try:
             await world.start()
             url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-            engine = create_engine(url)
-            await schema.upgrade(engine)
-            await engine.dispose()
-            bot = await build_bot(world.bot_settings(url))
+            bot = await migrated_bot(world.bot_settings(url))
             server = LocalServer(build_web_app(bot.slack))
             await server.start()
             user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)

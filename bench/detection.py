@@ -30,9 +30,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bot.alerts import POST_SPACING
-from bot.assembly import Bot, build_bot
-from bot.db import schema
-from bot.db.engine import create_engine, sessionmaker
+from bot.assembly import Bot, migrated_bot
+from bot.db.engine import sessionmaker
 from bot.db.models import Incident, OutboxPost
 from bot.sandbox.slack import Recorded
 from bot.sandbox.world import CHANNEL, Sandbox
@@ -171,11 +170,7 @@ async def bench(runs: int, interval: float, seed: int) -> list[Run]:
         try:
             await world.start()
             url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-            engine = create_engine(url)
-            await schema.upgrade(engine)
-            await engine.dispose()
-            bot = await build_bot(world.bot_settings(url))
-            await bot.start_watch()
+            bot = await migrated_bot(world.bot_settings(url), watch=True)
             leadership = bot.leadership
             assert leadership is not None, "the sandbox bot has an alert channel, so it watches"
 

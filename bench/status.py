@@ -31,9 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.assembly import Bot, build_bot
-from bot.db import schema
-from bot.db.engine import create_engine
+from bot.assembly import Bot, migrated_bot
 from bot.fleet import Fleet, Origin, load_fleet
 from bot.health import Prober
 from bot.observations import Outcome
@@ -87,16 +85,13 @@ def table(rows: list[tuple[str, list[float], float]]) -> None:
 async def over_slack(world: Sandbox, tmp: str, commands: int) -> tuple[list[float], int, float]:
     """(a): reply latencies of sequential commands, how many got no reply, and the deadline."""
     url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-    engine = create_engine(url)
-    await schema.upgrade(engine)
-    await engine.dispose()
     bot: Bot | None = None
     server: LocalServer | None = None
     user: SlackUser | None = None
     replies: list[float] = []
     missing = 0
     try:
-        bot = await build_bot(world.bot_settings(url))
+        bot = await migrated_bot(world.bot_settings(url))
         server = LocalServer(build_web_app(bot.slack))
         await server.start()
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)

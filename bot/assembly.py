@@ -129,3 +129,16 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
             fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home
         )
     return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)
+
+
+async def migrated_bot(settings: Settings, *, watch: bool = False) -> Bot:
+    """Migrate the database, then build the bot (and start its watch): for the sandbox's bots."""
+    engine = create_engine(settings.database_url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+    bot = await build_bot(settings)
+    if watch:
+        await bot.start_watch()
+    return bot

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.assembly import Bot, build_bot
+from bot.assembly import Bot, migrated_bot
 from bot.balancer import LiveView, LoadBalancerInfo, OriginInfo, PoolInfo
 from bot.db import schema
 from bot.db.engine import create_engine
@@ -110,11 +110,7 @@ def sandbox_settings(world: Sandbox, database_url: str) -> Settings:
 @pytest.fixture
 async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
     """The bot on the sandbox, over HTTP, on a migrated SQLite file."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/bot.db"
-    engine = create_engine(url)
-    await schema.upgrade(engine)
-    await engine.dispose()
-    bot = await build_bot(sandbox_settings(world, url))
+    bot = await migrated_bot(sandbox_settings(world, f"sqlite+aiosqlite:///{tmp_path}/bot.db"))
     server = LocalServer(build_web_app(bot.slack))
     await server.start()
     user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
@@ -180,12 +176,8 @@ async def watching(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Bot]]:
     """A fast sandbox with a bot that watches (the lease holder), not served over HTTP."""
     world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
     await world.start()
-    url = f"sqlite+aiosqlite:///{tmp_path}/watch.db"
-    engine = create_engine(url)
-    await schema.upgrade(engine)
-    await engine.dispose()
-    bot = await build_bot(world.bot_settings(url))
-    await bot.start_watch()
+    settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp_path}/watch.db")
+    bot = await migrated_bot(settings, watch=True)
     yield world, bot
     await bot.aclose()
     await world.close()

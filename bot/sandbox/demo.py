@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.assembly import Bot, build_bot
-from bot.db import schema
-from bot.db.engine import create_engine
+from bot.assembly import Bot, migrated_bot
 from bot.sandbox.gateways import CHECKS, MODES
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer
@@ -165,11 +163,7 @@ async def run_demo(base_config: str, script: Path | None = None, out: TextIO = s
         world = Sandbox(base_config, tmp)
         await world.start()
         settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp}/demo.db")
-        engine = create_engine(settings.database_url)
-        await schema.upgrade(engine)
-        await engine.dispose()
-        bot: Bot = await build_bot(settings)
-        await bot.start_watch()
+        bot: Bot = await migrated_bot(settings, watch=True)
         server = LocalServer(build_web_app(bot.slack))
         await server.start()
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
