@@ -20,6 +20,7 @@ from bot.db.models import AuditEntry, JournalEntry, Operation
 from bot.errors import FailoverBotError, ProviderError
 from bot.fleet import Fleet
 from bot.loadbalancer.port import LoadBalancer
+from bot.logs import operation_id
 from bot.notifier import OperationNotifier, OperationView
 from bot.routing import routing_table
 from bot.safety import Assessment, InFlight, Proposal, Rule, assess
@@ -369,6 +370,7 @@ class Drains:
                 )
             )
         for op in ops:
+            operation_id.set(op.id)
             # One operation's failure must not stop the others' expiry and restore.
             try:
                 await self._step(op.id)

@@ -24,6 +24,7 @@ from bot.db.models import Incident, Operation
 from bot.drains import _get, audit_change, in_flight, journal, post_owed
 from bot.fleet import DAYS, Fleet
 from bot.loadbalancer.port import LoadBalancer
+from bot.logs import operation_id
 from bot.monitor import MonitorState, PoolState
 from bot.notifier import OperationNotifier
 from bot.routing import routing_table
@@ -334,6 +335,7 @@ class Drills:
             raise DrillStopped("interrupted", f"a real incident began (#{incident.id})")
 
     async def _run_and_post(self, op_id: int, notifier: OperationNotifier) -> None:
+        operation_id.set(op_id)  # the task's own context: its log lines carry the drill's id
         try:
             await self._run(op_id, notifier)
         finally:

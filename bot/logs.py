@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 # Token shapes that must never be logged, whatever the code that logs them meant.
@@ -17,6 +18,9 @@ PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
 )
 REDACTED = "[redacted]"
+# Set around the work for one request or one operation, so every line it logs can be found.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+operation_id: ContextVar[int | None] = ContextVar("operation_id", default=None)
 
 
 class Redactor(logging.Filter):
@@ -44,12 +48,16 @@ class Redactor(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if (rid := request_id.get()) is not None:
+            line["request_id"] = rid
+        if (oid := operation_id.get()) is not None:
+            line["operation_id"] = oid
         return json.dumps(line, ensure_ascii=False)
 
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot import metrics
 from bot.errors import UsageError
+from bot.logs import request_id
 from bot.views.errors import internal_error, usage_error
 from bot.views.reply import Reply
 from commands import check, drains, drills, help, incidents, silences, status
@@ -104,13 +105,15 @@ class Router:
     ) -> Reply:
         started = time.perf_counter()
         error_id: str | None = None
+        rid = new_error_id()
+        request_id.set(rid)  # every line logged for this request carries it
         ctx = Context(invocation, self.services, tuple(self.commands.values()))
         try:
             reply = await dispatch(ctx)
         except UsageError as exc:
             reply = usage_error(str(exc), "/failover help")
         except Exception:
-            error_id = new_error_id()
+            error_id = rid  # the id the user is shown is the one on every log line of the request
             log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)
             reply = internal_error(error_id)
         metrics.SLACK_REPLIES.labels(reply.outcome).inc()
@@ -119,6 +122,5 @@ class Router:
                 invocation, reply.outcome, reply.text[:500], error_id, time.perf_counter() - started
             )
         except Exception:
-            audit_id = new_error_id()
-            log.exception("audit write failed [error_id=%s] text=%r", audit_id, invocation.text)
+            log.exception("audit write failed [error_id=%s] text=%r", rid, invocation.text)
         return reply

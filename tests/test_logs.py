@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from bot.logs import JsonFormatter, Redactor
+from bot.logs import JsonFormatter, Redactor, operation_id, request_id
 
 
 def test_secrets_and_token_shapes_are_redacted() -> None:
@@ -40,3 +40,23 @@ def test_secrets_and_token_shapes_are_redacted() -> None:
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0]["message"] == "signing secret [redacted] and token [redacted]"
     assert "[redacted]" in lines[3]["message"] and "RuntimeError" in lines[3]["message"]
+
+
+def test_lines_carry_the_request_and_operation_ids() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("test.ids")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        r, o = request_id.set("abc12345"), operation_id.set(7)
+        log.warning("inside")
+        request_id.reset(r)
+        operation_id.reset(o)
+        log.warning("outside")
+    finally:
+        log.removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (inside["request_id"], inside["operation_id"]) == ("abc12345", 7)
+    assert "request_id" not in outside and "operation_id" not in outside
