@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from bot import metrics
-from bot.errors import UsageError
+from bot.errors import ProviderError, UsageError
 from bot.logs import request_id
-from bot.views.errors import internal_error, usage_error
+from bot.views.errors import internal_error, provider_error, usage_error
 from bot.views.reply import Reply
 from commands import check, drains, drills, help, incidents, silences, status
 from commands.actions import run_action
@@ -112,6 +112,8 @@ class Router:
             reply = await dispatch(ctx)
         except UsageError as exc:
             reply = usage_error(str(exc), "/failover help")
+        except ProviderError as exc:
+            reply = provider_error(str(exc))
         except Exception:
             error_id = rid  # the id the user is shown is the one on every log line of the request
             log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)

@@ -70,6 +70,7 @@ class Fault:
     remaining: int | None  # None: until cleared
     delay: float = 0.0
     retry_after: int = 1
+    method: str | None = None  # only requests of this method (e.g. PATCH: only the changes)
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,8 @@ class CloudflareStandIn:
         for fault in list(self.faults):
             if fault.kind == "events_forbidden" and not request.path.endswith("/events"):
                 continue
+            if fault.method is not None and request.method != fault.method:
+                continue
             if fault.remaining is not None:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
@@ -573,6 +576,7 @@ class CloudflareStandIn:
                     body.get("times"),
                     float(body.get("delay", 0)),
                     int(body.get("retry_after", 1)),
+                    body.get("method"),
                 )
             )
         else:

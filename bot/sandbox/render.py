@@ -27,6 +27,7 @@ EMOJI = {
     ":no_entry:": "⛔",
     ":raising_hand:": "🙋",
     ":calendar:": "📅",
+    ":cloud:": "☁️",
 }
 _EMOJI = re.compile(r":[a-z0-9_+-]+:")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")

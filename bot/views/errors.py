@@ -24,3 +24,9 @@ def internal_error(error_id: str) -> Reply:
         f"Error id `{error_id}`: give it to whoever runs the bot, it is in their logs."
     )
     return Reply(text=message, blocks=[section(f":boom: {message}")], outcome="error")
+
+
+def provider_error(message: str) -> Reply:
+    """Cloudflare failed: say what it said; nothing was changed by this request."""
+    text = f"Cloudflare: {clip(message, 600)}. Nothing was changed; try again in a minute."
+    return Reply(text=text, blocks=[section(f":cloud: {text}")], outcome="error")

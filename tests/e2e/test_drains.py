@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 
 from bot.db.engine import sessionmaker
@@ -219,3 +220,37 @@ async def test_a_double_click_applies_once(ops: Ops) -> None:
     texts = sorted(render_message(x.replies[-1]) for x in (first, second))
     assert sum("Draining eu-west" in t for t in texts) == 1, texts
     assert any("is applying now" in t or "is active now" in t for t in texts), texts
+
+
+async def test_cloudflare_failing_during_a_drain_keeps_state_and_says_so(ops: Ops) -> None:
+    await ops.say("drain eu-west --for 1h while cloudflare struggles")
+    async with httpx.AsyncClient() as http:
+        faults = f"{ops.world.cloudflare.server.url}/_sandbox/faults"
+        # Reads answer (the confirm checks again), changes fail: Cloudflare breaks mid-operation.
+        await http.post(faults, json={"kind": "500", "method": "PATCH"})
+        await ops.press("Drain eu-west")
+
+        async def told() -> bool:
+            return any("Cloudflare: " in m and "trying again" in m for m in ops.channel())
+
+        await eventually(told, within=20)
+        async with sessionmaker(ops.bot.engine)() as session:
+            op = (await session.scalars(select(Operation))).one()
+        assert op.state == "applying"  # nothing half-done: the phase waits for the call
+        assert await ops.pool_enabled("eu-west")
+        await http.post(faults, json={"kind": "none"})
+
+    async def applied() -> bool:
+        return not await ops.pool_enabled("eu-west")
+
+    await eventually(applied, within=40)  # the circuit breaker may hold calls back 30 s
+
+
+async def test_a_cloudflare_outage_at_the_click_is_said_plainly(ops: Ops) -> None:
+    await ops.say("drain eu-west --for 1h outage test")
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{ops.world.cloudflare.server.url}/_sandbox/faults", json={"kind": "500"})
+        reply = render_message(await ops.press("Drain eu-west"))
+    assert reply.startswith("☁️ Cloudflare: Cloudflare failed (HTTP 500)")
+    assert "Nothing was changed" in reply and "Error id" not in reply
+    assert await ops.pool_enabled("eu-west")
