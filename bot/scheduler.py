@@ -51,20 +51,28 @@ class Leadership:
             confirmations=max(fleet.monitor.consecutive_down, fleet.monitor.consecutive_up),
         )
         self.leading = False
+        self.stopping = False
+        self._running: set[asyncio.Task[object]] = set()  # jobs in flight, waited for at stop
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def _job(
         self, name: str, seconds: float, call: Callable[[], Awaitable[object]], lead: bool = True
     ) -> None:
         async def run() -> None:
-            if lead and not self.leading:
+            if self.stopping or (lead and not self.leading):
                 return
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
             try:
                 await call()
             except asyncio.CancelledError:
                 pass  # shutting down
             except Exception:
                 log.exception("job %s failed", name)
+            finally:
+                if task is not None:
+                    self._running.discard(task)
 
         self.scheduler.add_job(
             run,
@@ -106,8 +114,12 @@ class Leadership:
             await self.drills.stop()  # the new leader drives them; ours restore in their finally
 
     async def stop(self) -> None:
+        """Stop cleanly: no new job runs, running ones reach their commit, then let go."""
+        self.stopping = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=5.0)
         await self.loop.stop()
         await self.drills.stop()  # a running drill restores the pool in its finally
         await self.loop.prober.aclose()
