@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot.drains import Drains, OperationRefused
+from bot.drains import Drains, OperationRefused, view_of
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
 from bot.safety import Proposal, Rule, blast_radius
 from bot.views.errors import usage_error
-from bot.views.operations import blast_lines, dry_run_reply, proposal_reply, refusal_reply
+from bot.views.operations import (
+    blast_lines,
+    drains_reply,
+    dry_run_reply,
+    proposal_reply,
+    refusal_reply,
+)
 from bot.views.reply import Reply, section
 from commands.base import Command, Context
 from commands.silences import region_of
@@ -163,9 +169,6 @@ async def restore(args: list[str], ctx: Context) -> Reply:
 
 
 async def list_drains(args: list[str], ctx: Context) -> Reply:
-    from bot.drains import view_of
-    from bot.views.operations import drains_reply
-
     ops = await _drains(ctx).active()
     now = ctx.services.clock()
     return drains_reply([view_of(op) for op in ops], f"now {now:%H:%M} UTC")

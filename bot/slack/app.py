@@ -18,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.home import Home
 from bot.invocation import Invocation
 from bot.settings import Settings
+from bot.slack.notifier import SlackNotifier
 from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
 from bot.views.operations import APPROVE_ACTION, CANCEL_ACTION, CONFIRM_ACTION
 from bot.views.reply import Reply
@@ -116,8 +117,6 @@ def build_bolt_app(
     async def on_home(event: dict[str, Any]) -> None:
         if home is None or event.get("tab", "home") != "home":
             return
-        from bot.slack.notifier import SlackNotifier
-
         try:
             await home.opened(str(event.get("user", "")), SlackNotifier(app.client))
         except Exception:
