@@ -150,6 +150,23 @@ class Sandbox:
             failover_config=str(self.config_path),
         )
 
+    def bot_environment(self, database_url: str) -> dict[str, str]:
+        """The environment of a `failover-bot serve` process in this world (bot_settings as env)."""
+        s = self.bot_settings(database_url)
+        named = {
+            "SLACK_BOT_TOKEN": s.slack_bot_token,
+            "SLACK_SIGNING_SECRET": s.slack_signing_secret,
+            "SLACK_API_URL": s.slack_api_url,
+            "SLACK_CHANNEL": s.slack_channel,
+            "CLOUDFLARE_API_TOKEN": s.cloudflare_api_token,
+            "CLOUDFLARE_ACCOUNT_ID": s.cloudflare_account_id,
+            "CLOUDFLARE_ZONE_ID": s.cloudflare_zone_id,
+            "CLOUDFLARE_BASE_URL": s.cloudflare_base_url,
+            "DATABASE_URL": s.database_url,
+            "FAILOVER_CONFIG": s.failover_config,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
     def endpoints(self) -> dict[str, Any]:
         cf = self.cloudflare
         return {

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.assembly import Bot
@@ -14,6 +18,33 @@ from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import CHANNEL, Sandbox
 from bot.slack.server import build_web_app
+
+from ..conftest import ROOT, eventually
+
+
+def serve_environment(world: Sandbox, database_url: str, port: int) -> dict[str, str]:
+    """This machine's environment, less any Slack or Cloudflare settings, plus the world's."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "CLOUDFLARE_"))}
+    return clean | world.bot_environment(database_url) | {"PORT": str(port)}
+
+
+async def start_serve(env: dict[str, str], **streams: int) -> asyncio.subprocess.Process:
+    """`failover-bot serve` as the Procfile runs it, once its /healthz answers."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env,
+        **({"stderr": asyncio.subprocess.DEVNULL} | streams),  # type: ignore[arg-type]
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{env['PORT']}"
+    async with httpx.AsyncClient() as http:
+
+        async def up() -> bool:
+            try:
+                return (await http.get(f"{base}/healthz")).status_code == 200
+            except httpx.ConnectError:
+                return False
+
+        await eventually(up, within=20)
+    return proc
 
 
 @dataclass

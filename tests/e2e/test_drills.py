@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from bot.sandbox.servers import free_port
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import CHANNEL, Sandbox
 
-from ..conftest import CONFIG, FAST, ROOT, eventually
-from .conftest import Ops
+from ..conftest import CONFIG, FAST, eventually
+from .conftest import Ops, serve_environment, start_serve
 
 
 async def drill_state(engine_url: str) -> Operation | None:
@@ -106,46 +104,12 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
     engine = create_engine(url)
     await schema.upgrade(engine)
     await engine.dispose()
-    settings = world.bot_settings(url)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "CLOUDFLARE_"))} | {
-        "SLACK_BOT_TOKEN": settings.slack_bot_token or "",
-        "SLACK_SIGNING_SECRET": settings.slack_signing_secret or "",
-        "SLACK_API_URL": settings.slack_api_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "CLOUDFLARE_API_TOKEN": world.cloudflare.token,
-        "CLOUDFLARE_ACCOUNT_ID": world.cloudflare.account_id,
-        "CLOUDFLARE_ZONE_ID": world.cloudflare.zone_id,
-        "CLOUDFLARE_BASE_URL": world.cloudflare.base_url,
-        "DATABASE_URL": url,
-        "FAILOVER_CONFIG": str(world.config_path),
-        "PORT": str(port),
-    }
+    env = serve_environment(world, url, port)
     base = f"http://127.0.0.1:{port}"
 
-    async def start() -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "serve",
-            cwd=ROOT,
-            env=env,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with httpx.AsyncClient() as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get(f"{base}/healthz")).status_code == 200
-                except httpx.ConnectError:
-                    return False
-
-            await eventually(up, within=15)
-        return proc
-
     user = SlackUser(f"{base}/slack/events", world.slack.url, world.signing_secret)
-    first = await start()
+    first = await start_serve(env)
     second = None
     try:
         exchange = await user.command("drill eu-west")
@@ -169,7 +133,7 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
         first.send_signal(signal.SIGKILL)
         await first.wait()
         restarted = asyncio.get_running_loop().time()
-        second = await start()
+        second = await start_serve(env)
 
         async def serving_again() -> bool:
             async with httpx.AsyncClient() as http:

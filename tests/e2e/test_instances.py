@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -23,7 +21,8 @@ from bot.sandbox.servers import free_port
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import CHANNEL, Sandbox
 
-from ..conftest import CONFIG, FAST, ROOT, _drop_postgres_database, _postgres_database, eventually
+from ..conftest import CONFIG, FAST, _drop_postgres_database, _postgres_database, eventually
+from .conftest import serve_environment, start_serve
 
 TTL = 3.0
 PROBE_INTERVAL = 1.0
@@ -38,20 +37,7 @@ class Cluster:
 
     async def start(self) -> int:
         port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "serve", cwd=ROOT, env=self.env | {"PORT": str(port)},
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        self.procs[port] = proc
-        async with httpx.AsyncClient() as http:
-
-            async def up() -> bool:
-                try:
-                    return (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-                except httpx.ConnectError:
-                    return False
-
-            await eventually(up, within=20)
+        self.procs[port] = await start_serve(self.env | {"PORT": str(port)})
         return port
 
     async def holder(self) -> str | None:
@@ -93,19 +79,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         operations={"drill_hold": "60s"},
     )  # fmt: skip
     await world.start()
-    cf = world.cloudflare
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "CLOUDFLARE_"))} | {
-        "SLACK_BOT_TOKEN": world.bot_token,
-        "SLACK_SIGNING_SECRET": world.signing_secret,
-        "SLACK_API_URL": world.slack.api_url,
-        "SLACK_CHANNEL": CHANNEL,
-        "CLOUDFLARE_API_TOKEN": cf.token,
-        "CLOUDFLARE_ACCOUNT_ID": cf.account_id,
-        "CLOUDFLARE_ZONE_ID": cf.zone_id,
-        "CLOUDFLARE_BASE_URL": cf.base_url,
-        "DATABASE_URL": url,
-        "FAILOVER_CONFIG": str(world.config_path),
-    }
+    env = serve_environment(world, url, 0)
     c = Cluster(world, url, {}, env)
     try:
         for _ in range(3):

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
-
-import httpx
 
 from bot.db import schema
 from bot.db.engine import create_engine
@@ -18,7 +14,7 @@ from bot.sandbox.servers import free_port
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import Sandbox
 
-from ..conftest import ROOT
+from .conftest import serve_environment, start_serve
 
 
 async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
@@ -30,28 +26,14 @@ async def test_serve_answers_a_signed_status_and_stops_on_sigterm(
     await engine.dispose()
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SLACK_")},
-        "SLACK_BOT_TOKEN": world.bot_token,
-        "SLACK_SIGNING_SECRET": world.signing_secret,
-        "SLACK_API_URL": world.slack.api_url,
-        "DATABASE_URL": db,
-        "FAILOVER_CONFIG": str(world.config_path),
-        "PORT": str(port),
-        "LOG_LEVEL": "DEBUG",  # the most a log could ever say
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
-    )
+        k: v
+        for k, v in serve_environment(world, db, port).items()
+        if not k.startswith("CLOUDFLARE_") and k != "SLACK_CHANNEL"  # the Slack path alone
+    } | {"LOG_LEVEL": "DEBUG"}  # the most a log could ever say
+    proc = await start_serve(env, stderr=asyncio.subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     user = SlackUser(f"{base}/slack/events", world.slack.url, world.signing_secret)
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(100):
-                try:
-                    if (await http.get(f"{base}/healthz")).status_code == 200:
-                        break
-                except httpx.ConnectError:
-                    await asyncio.sleep(0.1)
         await world.gateways["apac-sg"].set_mode("erroring")
         exchange = await user.command("status")
         assert exchange.status == 200
