@@ -71,7 +71,7 @@ async def incident_view(
         now=now,
         states=states,
         failed_over=dict(monitor.failed_over) if monitor else {},
-        fallback_geos=list(monitor.fallback_geos) if monitor else [],
+        stranded=dict(monitor.stranded) if monitor else {},
         silenced=sorted((await active_silences(session, now)).keys()),
     )
 

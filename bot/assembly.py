@@ -33,7 +33,7 @@ from bot.slack.app import build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
 from bot.userview import UserView
-from bot.watch import Watch
+from bot.watch import Watch, stored_state
 from commands.base import Services
 from commands.router import Router
 
@@ -89,8 +89,12 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     prober = Prober(fleet.monitor)
     http = httpx.AsyncClient(follow_redirects=True)
     userview = UserView(fleet, http, settings.relay_token)
-    status = StatusService(fleet, prober, loadbalancer, userview)
     sessions = sessionmaker(engine)
+    # The watch writes its state at every Cloudflare read; older than a few reads, none runs.
+    fresh = 3 * fleet.watch.cloudflare_poll + fleet.watch.lease_ttl
+    status = StatusService(
+        fleet, prober, loadbalancer, userview, partial(stored_state, sessions, fresh)
+    )
     clock = partial(datetime.now, UTC)
     channel = settings.slack_channel or ""
     incidents = Incidents(fleet, channel)

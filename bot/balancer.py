@@ -1,7 +1,7 @@
 """The load balancer as the domain sees it: pools, origins, steering, monitor, health events.
 
 Pool and origin health comes from the provider (Cloudflare's monitor): ``None`` means the provider
-said nothing (no monitor attached), which Cloudflare treats as healthy.
+reported none: never checked without a monitor (healthy), not checked yet with one (unhealthy).
 """
 
 from __future__ import annotations
@@ -31,11 +31,6 @@ class PoolInfo:
     monitor_id: str | None = None
     description: str = ""
 
-    @property
-    def serving(self) -> bool:
-        """Whether Cloudflare would send it traffic by choice: enabled and not unhealthy."""
-        return self.enabled and self.healthy is not False
-
     def origin(self, name: str) -> OriginInfo | None:
         return next((o for o in self.origins if o.name == name), None)
 
@@ -52,6 +47,10 @@ class LoadBalancerInfo:
     fallback_pool: str | None = None
     region_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ttl: int | None = None
+    # Overrides that take precedence over region_pools (the routing table does not model them).
+    country_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pop_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rules: int = 0  # custom load-balancing rules that are not disabled
 
 
 @dataclass(frozen=True)

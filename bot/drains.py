@@ -463,7 +463,9 @@ class Drains:
         routes = routing_table(view.load_balancer, view.pools)
         pool = view.pool_by_name(self.fleet.regions[op.region].pool)
         home = [g for g, r in routes.items() if r.preferred == (pool.id if pool else None)]
-        back = pool is not None and all(routes[g].pool_id == pool.id for g in home)
+        back = pool is not None and all(
+            routes[g].pool_id == pool.id and routes[g].healthy for g in home
+        )
         now = self.clock()
         waited = (now - (op.restored_at or now)).total_seconds()
         if back or waited > self.fleet.operations.rejoin_timeout:

@@ -377,6 +377,8 @@ class Drills:
                 **(stored.detail or {}),
                 "saved": {"pool_id": pool.id, "enabled": pool.enabled},
                 "geos": geos,
+                # Where its traffic will go: the watch keeps these moves out of incidents.
+                "blast": [[r.geo, r.now, r.after, r.after_healthy] for r in after],
             }
             journal(
                 session,

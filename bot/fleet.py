@@ -118,6 +118,8 @@ class LoadBalancerSettings(_Model):
     default_pools: list[str] = Field(min_length=1)
     fallback_pool: str
     region_pools: dict[str, list[str]] = Field(default_factory=dict)
+    # Cloudflare applies a change at the edge after a short delay it gives no figure for.
+    propagation: Seconds = 5.0
 
 
 class StatusSettings(_Model):

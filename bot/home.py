@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Incident, Operation, StoredState
 from bot.fleet import Fleet
 from bot.monitor import MonitorState
+from bot.watch import stored_state
 
 VIEWERS = "home_viewers"
 OPEN_STATES = (
@@ -57,9 +58,8 @@ class Home:
         self._published: str | None = None
 
     async def dashboard(self) -> Dashboard:
+        state = await stored_state(self.sessions) or MonitorState()
         async with self.sessions() as session:
-            stored = await session.get(StoredState, "monitor")
-            state = MonitorState.model_validate(stored.value) if stored else MonitorState()
             incidents = list(
                 await session.scalars(select(Incident).where(Incident.closed_at.is_(None)))
             )

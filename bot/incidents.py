@@ -27,6 +27,12 @@ TITLES = {
 }
 
 
+def title(event: Event) -> str:
+    if event.stranded:
+        return f"users of {' '.join(event.geos) or event.region} get errors"
+    return TITLES[event.kind].format(region=event.region)
+
+
 @dataclass(frozen=True)
 class Figures:
     time_to_detect: float | None
@@ -86,7 +92,7 @@ class Incidents:
                     began_at=event.began_at or event.at,
                     severity=event.severity.value,
                     regions=[event.region],
-                    title=TITLES[event.kind].format(region=event.region),
+                    title=title(event),
                     channel=self.channel,
                 )
                 session.add(incident)
@@ -111,7 +117,7 @@ class Incidents:
                 and event.kind.opens_incident
             ):
                 incident.severity = event.severity.value
-                incident.title = TITLES[event.kind].format(region=event.region)
+                incident.title = title(event)
             if event.region not in incident.regions and event.region in self.fleet.regions:
                 incident.regions = [*incident.regions, event.region]
             text = event.evidence
@@ -128,7 +134,8 @@ class Incidents:
             )
             session.add(entry)
             await session.flush()
-            if event.kind is EventKind.FAILOVER_TRIGGERED and incident.rto is None:
+            served = event.kind is EventKind.FAILOVER_TRIGGERED and not event.stranded
+            if served and incident.rto is None:
                 incident.rto = _seconds(event.at, incident.began_at)
             owe(session, incident, "reply", now, entry)
             owe(session, incident, "update", now)

@@ -1,9 +1,13 @@
 """Observations -> pool states -> events (pure: no I/O, the clock is passed in).
 
 Origins change state only after ``consecutive_down`` failures or ``consecutive_up`` passes in a
-row; pools follow their origins. Cloudflare's view adds what steers traffic: failovers, restored
-traffic, and gray failures where the two views disagree. RTO Exceeded fires when a pool's outage
-has lasted ``rto_alert`` without its geo regions being served healthily elsewhere.
+row; pools follow their origins. Cloudflare's view adds what steers traffic (bot/routing.py):
+where each geo region's users are sent, and what they get there. A geo region sent away from its
+own pool is a Failover Triggered naming the real destination, the fallback and its health
+included; RTO Exceeded fires when a geo region's users have had no healthy pool for
+``rto_alert``; a Gray Failure is a disagreement between the probes and Cloudflare that outlasts
+Cloudflare's own detection budget (bot/detection.py), never a plain outage or recovery that
+Cloudflare is still noticing.
 
 The state is a pydantic model so that the lease holder can store it and a new one carry on.
 """
@@ -18,9 +22,11 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from bot.balancer import LiveView
+from bot.detection import Detection
 from bot.fleet import Fleet
-from bot.observations import ProbeResult
-from bot.routing import Route
+from bot.observations import Outcome, ProbeResult
+from bot.planned import planned_view
+from bot.routing import Route, Users, Via, routing_table
 
 
 class PoolState(StrEnum):
@@ -94,10 +100,12 @@ class Event:
     geos: tuple[str, ...] = ()
     to_region: str | None = None
     source: str = "bot"  # bot, cloudflare
+    stranded: bool = False  # its geo regions' users get no healthy answer (errors or a 530)
 
     @property
     def severity(self) -> Severity:
-        return self.kind.severity
+        # Users getting errors is critical whatever the event's kind.
+        return Severity.CRITICAL if self.stranded else self.kind.severity
 
 
 class OriginTrack(BaseModel):
@@ -105,6 +113,7 @@ class OriginTrack(BaseModel):
     streak: int = 0  # consecutive results disagreeing with ``healthy``
     streak_since: datetime | None = None
     reason: str = ""
+    timed_out: bool = False  # the last failure was a timeout (Cloudflare then retries)
     checks: dict[str, str] = Field(default_factory=dict)
 
 
@@ -112,20 +121,33 @@ class PoolTrack(BaseModel):
     state: PoolState = PoolState.UNKNOWN
     since: datetime | None = None
     origins: dict[str, OriginTrack] = Field(default_factory=dict)
-    cf_healthy: bool | None = None
+    cf_healthy: bool | None = None  # None: not reported (no monitor, or not checked yet)
     cf_enabled: bool = True
-    disagreements: int = 0  # consecutive Cloudflare reads disagreeing with the probes
+    cf_origins: list[str] | None = None  # the origins Cloudflare has enabled; None until read
+    cf_minimum: int = 1
+    disagreement: str | None = None  # "probes fail" or "probes pass", against Cloudflare
+    disagree_since: datetime | None = None
     gray_reported: bool = False
     outage_since: datetime | None = None
-    served_elsewhere_at: datetime | None = None
-    rto_reported: bool = False
 
 
 class MonitorState(BaseModel):
     pools: dict[str, PoolTrack] = Field(default_factory=dict)  # by region name
-    failed_over: dict[str, str] = Field(default_factory=dict)  # geo -> region serving it
-    routes: dict[str, str] = Field(default_factory=dict)  # geo -> region, as last read
-    fallback_geos: list[str] = Field(default_factory=list)
+    routes: dict[str, str] = Field(default_factory=dict)  # geo -> region serving it, as last read
+    failed_over: dict[str, str] = Field(default_factory=dict)  # geo -> region, not its own
+    stranded: dict[str, str] = Field(default_factory=dict)  # geo -> what its users get instead
+    destinations: dict[str, str] = Field(default_factory=dict)  # geo -> where, when away
+    homes: dict[str, str] = Field(default_factory=dict)  # geo -> its own region
+    unserved_since: dict[str, datetime] = Field(default_factory=dict)  # no healthy pool since
+    rto_reported: list[str] = Field(default_factory=list)  # geo regions already alerted
+    cloudflare_read_at: datetime | None = None
+    # Seconds Cloudflare needs to notice (bot/detection.py), from the last read of its monitor.
+    notice: dict[str, float] = Field(default_factory=dict)
+
+
+PROBES_FAIL = "probes fail"  # the bot's probes fail, Cloudflare marks the pool healthy
+PROBES_PASS = "probes pass"  # the bot's probes pass, Cloudflare marks the pool unhealthy
+MARGIN = 1.0  # seconds: the watch's own tick
 
 
 @dataclass
@@ -153,6 +175,8 @@ class Monitor:
         track = pool.origins[result.origin]
         m = self.fleet.monitor
         track.reason, track.checks = result.reason, dict(result.failing_checks)
+        if not result.healthy:
+            track.timed_out = result.outcome is Outcome.TIMEOUT
         if track.healthy is result.healthy:
             track.streak, track.streak_since = 0, None
             return []
@@ -189,8 +213,7 @@ class Monitor:
             return [Event(EventKind.POOL_DEGRADED, now, region, evidence, began)]
         if new is PoolState.HEALTHY and old in (PoolState.DOWN, PoolState.DEGRADED):
             if pool.cf_healthy is not False:
-                pool.outage_since = pool.served_elsewhere_at = None
-                pool.rto_reported = False
+                pool.outage_since = None
             return [
                 Event(
                     EventKind.RECOVERED, now, region, "every origin passes its health check", began
@@ -212,128 +235,210 @@ class Monitor:
     def observe_cloudflare(
         self, view: LiveView, routes: Mapping[str, Route], now: datetime
     ) -> list[Event]:
-        events: list[Event] = []
-        region_of = {p.id: self.fleet.region_of_pool(p.name) or p.name for p in view.pools.values()}
-        for region in self.fleet.regions.values():
-            live = view.pool_by_name(region.pool)
+        self.state.cloudflare_read_at = now
+        if view.monitor is not None:
+            d = Detection.of(view.monitor, self.fleet.load_balancer.propagation)
+            self.state.notice = {"down": d.down(), "timeouts": d.down(True), "up": d.up()}
+        for planned in self.fleet.regions.values():
+            live = view.pool_by_name(planned.pool)
             if live is None:
                 continue
-            pool = self.state.pools[region.name]
+            pool = self.state.pools[planned.name]
             pool.cf_enabled, pool.cf_healthy = live.enabled, live.healthy
+            pool.cf_origins = [o.name for o in live.origins if o.enabled]
+            pool.cf_minimum = live.minimum_origins
             if live.enabled and live.healthy is False and pool.outage_since is None:
                 pool.outage_since = now
-            events += self._gray(region.name, now)
-        served = {geo: region_of.get(r.pool_id or "", "none") for geo, r in routes.items()}
-        preferred = {geo: region_of.get(r.preferred or "", "none") for geo, r in routes.items()}
-        moved = {geo: to for geo, to in served.items() if to != preferred[geo]}
-        fallback = sorted(g for g, r in routes.items() if not r.healthy)
-        events += self._traffic(moved, preferred, now)
-        self.state.failed_over, self.state.routes = moved, served
-        self.state.fallback_geos = fallback
-        for name, pool in self.state.pools.items():
-            home = [g for g, p in preferred.items() if p == name]
-            if pool.outage_since is None or pool.served_elsewhere_at is not None:
-                continue
-            if home and all(g in moved and g not in fallback for g in home):
-                pool.served_elsewhere_at = now
-        return events
+        region_of = {p.id: self.fleet.region_of_pool(p.name) or p.name for p in view.pools.values()}
+        events = self._traffic(routes, region_of, now)
+        for region in self.fleet.regions:
+            events += self._gray(region, now)
+        return events + self._unserved(now)
 
     def _traffic(
-        self, moved: dict[str, str], preferred: dict[str, str], now: datetime
+        self, routes: Mapping[str, Route], region_of: Mapping[str, str], now: datetime
     ) -> list[Event]:
-        events: list[Event] = []
-        before = self.state.failed_over
+        """Failover Triggered where Cloudflare sends a geo region somewhere new; Traffic Restored
+        where it sends it home again."""
+
+        def name(pool_id: str | None) -> str:
+            return region_of.get(pool_id or "", pool_id or "none")
+
+        before = self.state.destinations
+        homes = {geo: name(r.preferred) for geo, r in routes.items()}
+        destinations = {
+            geo: _destination(r, name(r.pool_id)) for geo, r in routes.items() if r.away
+        }
         grouped: dict[tuple[str, str], list[str]] = {}
-        for geo, to in moved.items():
-            if before.get(geo) != to:
-                grouped.setdefault((preferred[geo], to), []).append(geo)
-        for (origin, to), geos in grouped.items():
-            began = self.state.pools[origin].outage_since if origin in self.state.pools else None
+        for geo, where in destinations.items():
+            if before.get(geo) != where:
+                grouped.setdefault((homes[geo], where), []).append(geo)
+        events = []
+        for (home, _), geos in grouped.items():
+            r = routes[geos[0]]
+            to = name(r.pool_id)
+            began = self.state.pools[home].outage_since if home in self.state.pools else None
             events.append(
                 Event(
                     EventKind.FAILOVER_TRIGGERED,
                     now,
-                    origin,
-                    f"Cloudflare sends {' '.join(geos)} to {to}",
+                    home,
+                    _sent(geos, r, to, home),
                     began,
                     tuple(geos),
                     to,
                     "cloudflare",
+                    stranded=not r.healthy,
                 )
             )
         back: dict[str, list[str]] = {}
         for geo in before:
-            if geo not in moved:
-                back.setdefault(preferred.get(geo, "none"), []).append(geo)
-        for region, geos in back.items():
+            if geo not in destinations and geo in homes:
+                back.setdefault(homes[geo], []).append(geo)
+        for home, geos in back.items():
             events.append(
                 Event(
                     EventKind.TRAFFIC_RESTORED,
                     now,
-                    region,
-                    f"Cloudflare sends {' '.join(geos)} to {region} again",
+                    home,
+                    f"Cloudflare sends {' '.join(geos)} to {home} again",
                     geos=tuple(geos),
-                    to_region=region,
+                    to_region=home,
                     source="cloudflare",
+                )
+            )
+        s = self.state
+        s.destinations, s.homes = destinations, homes
+        s.routes = {geo: name(r.pool_id) for geo, r in routes.items()}
+        s.failed_over = {geo: s.routes[geo] for geo, r in routes.items() if r.failed_over}
+        s.stranded = {geo: _users(r, s.routes[geo]) for geo, r in routes.items() if not r.healthy}
+        return events
+
+    def _gray(self, region: str, now: datetime) -> list[Event]:
+        """A Gray Failure once the probes and Cloudflare disagree for longer than Cloudflare
+        needs to notice (bot/detection.py) plus the bot's own probing and reading."""
+        pool = self.state.pools[region]
+        side = self._disagreement(pool)
+        if side != pool.disagreement:
+            pool.disagreement, pool.gray_reported = side, False
+            pool.disagree_since = now if side else None
+        if side is None or pool.gray_reported or pool.disagree_since is None:
+            return []
+        budget = self.gray_budget(pool)
+        lasted = (now - pool.disagree_since).total_seconds()
+        if budget is None or lasted < budget:
+            return []
+        pool.gray_reported = True
+        if side == PROBES_FAIL:
+            evidence = (
+                f"the bot's probes fail ({self._evidence(region)}) but Cloudflare marks it healthy "
+                f"and sends it traffic, for {lasted:.0f} s; its monitor notices within about "
+                f"{budget:.0f} s"
+            )
+        else:
+            evidence = (
+                f"Cloudflare marks it unhealthy but the bot's probes pass, for {lasted:.0f} s; "
+                f"its monitor sees a recovery within about {budget:.0f} s"
+            )
+        since = pool.disagree_since
+        return [Event(EventKind.GRAY_FAILURE, now, region, evidence, since, source="cloudflare")]
+
+    @staticmethod
+    def _disagreement(pool: PoolTrack) -> str | None:
+        if not pool.cf_enabled or pool.cf_healthy is None:
+            return None  # drained, or Cloudflare has not checked it yet
+        names = pool.cf_origins if pool.cf_origins is not None else list(pool.origins)
+        # Only the origins Cloudflare sends traffic to count: a drained origin is not a fault.
+        tracks = [pool.origins[n] for n in names if n in pool.origins]
+        if any(t.healthy is None for t in tracks):
+            return None
+        probes_healthy = sum(1 for t in tracks if t.healthy) >= pool.cf_minimum
+        if probes_healthy == pool.cf_healthy:
+            return None
+        return PROBES_PASS if probes_healthy else PROBES_FAIL
+
+    def gray_budget(self, pool: PoolTrack) -> float | None:
+        """Seconds a disagreement may last before it is a Gray Failure (None: Cloudflare unread)."""
+        notice = self.state.notice
+        if not notice:
+            return None
+        w = self.fleet.watch
+        if pool.disagreement == PROBES_FAIL:
+            timeouts = any(o.timed_out for o in pool.origins.values() if o.healthy is False)
+            cloudflare = notice["timeouts" if timeouts else "down"]
+        else:
+            cloudflare = notice["up"]
+        # Whichever side notices last, then our next read of Cloudflare.
+        return max(cloudflare, w.probe_interval) + w.cloudflare_poll + MARGIN
+
+    # ------------------------------------------------------------------ users without a pool
+
+    def _exposure(self) -> dict[str, tuple[str, str, str | None]]:
+        """geo -> (region serving it, its own region, what its users get instead when stranded).
+
+        From the last Cloudflare read; without one (Cloudflare not configured), from the plan in
+        failover.toml with the probes' health, so that RTO Exceeded still fires.
+        """
+        s = self.state
+        if s.cloudflare_read_at is not None:
+            return {g: (to, s.homes.get(g, to), s.stranded.get(g)) for g, to in s.routes.items()}
+        healthy = {r: p.state is not PoolState.DOWN for r, p in s.pools.items()}
+        view = planned_view(self.fleet, healthy)
+        out = {}
+        for geo, r in routing_table(view.load_balancer, view.pools).items():
+            to = self.fleet.region_of_pool(r.pool_id or "") or "none"
+            home = self.fleet.region_of_pool(r.preferred or "") or "none"
+            out[geo] = (to, home, None if r.healthy else _users(r, to))
+        return out
+
+    def _unserved(self, now: datetime) -> list[Event]:
+        """RTO Exceeded for geo regions whose users have had no healthy pool for rto_alert."""
+        s, limit = self.state, self.fleet.watch.rto_alert
+        why: dict[str, str] = {}
+        exposure = self._exposure()
+        for geo, (to, _, stranded) in exposure.items():
+            pool = s.pools.get(to)
+            if stranded is None and not (pool and pool.state is PoolState.DOWN):
+                s.unserved_since.pop(geo, None)
+                continue
+            # Cloudflare may still send users to a pool the probes find down: they get errors.
+            why[geo] = (
+                stranded or f"Cloudflare still sends them to {to}, which the probes find down"
+            )
+            s.unserved_since.setdefault(geo, (pool.outage_since if pool else None) or now)
+        s.rto_reported = [g for g in s.rto_reported if g in s.unserved_since]
+        due: dict[tuple[str, str], list[str]] = {}
+        homes = {g: home for g, (_, home, _) in exposure.items()}
+        for geo, since in s.unserved_since.items():
+            if geo not in s.rto_reported and (now - since).total_seconds() >= limit:
+                due.setdefault((homes.get(geo, "none"), why[geo]), []).append(geo)
+        events = []
+        for (home, reason), geos in due.items():
+            s.rto_reported += geos
+            events.append(
+                Event(
+                    EventKind.RTO_EXCEEDED,
+                    now,
+                    home,
+                    f"{' '.join(geos)} have had no healthy pool for {limit:g} s: {reason}",
+                    min(s.unserved_since[g] for g in geos),
+                    tuple(geos),
+                    stranded=True,
                 )
             )
         return events
 
-    def _gray(self, region: str, now: datetime) -> list[Event]:
-        pool = self.state.pools[region]
-        disagree = pool.cf_enabled and (
-            (pool.state is PoolState.HEALTHY and pool.cf_healthy is False)
-            or (pool.state is PoolState.DOWN and pool.cf_healthy is True)
-        )
-        if not disagree:
-            pool.disagreements, pool.gray_reported = 0, False
-            return []
-        pool.disagreements += 1
-        # One read can catch Cloudflare mid-detection; two in a row is a real disagreement.
-        if pool.disagreements < 2 or pool.gray_reported:
-            return []
-        pool.gray_reported = True
-        if pool.state is PoolState.DOWN:
-            evidence = (
-                f"the bot's probes fail ({self._evidence(region)}) but Cloudflare marks it healthy"
-            )
-        else:
-            evidence = "Cloudflare marks it unhealthy but the bot's probes pass"
-        return [Event(EventKind.GRAY_FAILURE, now, region, evidence, source="cloudflare")]
-
     # ------------------------------------------------------------------ time
 
     def tick(self, now: datetime) -> list[Event]:
-        events = []
-        limit = self.fleet.watch.rto_alert
-        for region, pool in self.state.pools.items():
-            if (
-                pool.outage_since is None
-                or pool.served_elsewhere_at is not None
-                or pool.rto_reported
-            ):
-                continue
-            if (now - pool.outage_since).total_seconds() >= limit:
-                pool.rto_reported = True
-                events.append(
-                    Event(
-                        EventKind.RTO_EXCEEDED,
-                        now,
-                        region,
-                        f"{limit:g} s since the outage began and {region}'s users are not served "
-                        "by a healthy pool",
-                        pool.outage_since,
-                    )
-                )
+        events: list[Event] = []
+        for region in self.fleet.regions:
+            events += self._gray(region, now)
+        events += self._unserved(now)
         for pool in self.state.pools.values():
             # Cloudflare's view of a recovery may come after the probes': close the outage then.
-            if (
-                pool.state is PoolState.HEALTHY
-                and pool.cf_healthy is not False
-                and pool.outage_since
-            ):
-                pool.outage_since = pool.served_elsewhere_at = None
-                pool.rto_reported = False
+            if pool.state is PoolState.HEALTHY and pool.cf_healthy is not False:
+                pool.outage_since = None
         return events
 
     def states(self) -> dict[str, PoolState]:
@@ -348,3 +453,37 @@ class Monitor:
             for n, p in self.state.pools.items()
             if p.state is PoolState.HEALTHY and p.cf_healthy is not False
         )
+
+
+def _destination(r: Route, to: str) -> str:
+    """Where a geo region away from its own pool is sent: a key that changes when that changes."""
+    return to if r.via is not Via.FALLBACK else f"fallback {to} ({r.users})"
+
+
+def _users(r: Route, to: str) -> str:
+    """What users get when no healthy pool serves them."""
+    if r.users is Users.ERROR_1016:
+        return f"the fallback {to} is disabled: users get Cloudflare's 530 (error 1016)"
+    return f"Cloudflare sends them to the fallback {to}, which is unhealthy: users get errors"
+
+
+def _sent(geos: list[str], r: Route, to: str, home: str) -> str:
+    """A Failover Triggered's evidence: the real destination and what users get there."""
+    listed = " ".join(geos)
+    if r.via is not Via.FALLBACK:
+        return f"Cloudflare sends {listed} to {to}"
+    if r.users is Users.SERVED:
+        return (
+            f"no healthy pool in the list of {listed}: Cloudflare sends them to the fallback "
+            f"{to}, which is healthy"
+        )
+    itself = f" (no failover: {to} is their own pool)" if to == home else ""
+    if r.users is Users.ERROR_1016:
+        return (
+            f"{listed} have no healthy pool and the fallback {to} is disabled: users there get "
+            f"Cloudflare's 530 (error 1016){itself}"
+        )
+    return (
+        f"{listed} have no healthy pool: Cloudflare sends them to the fallback {to}, which is "
+        f"unhealthy, so users there get errors{itself}"
+    )

@@ -39,7 +39,7 @@ class IncidentView:
     now: datetime
     states: Mapping[str, PoolState] = field(default_factory=dict)
     failed_over: Mapping[str, str] = field(default_factory=dict)  # geo -> region serving it
-    fallback_geos: Sequence[str] = ()
+    stranded: Mapping[str, str] = field(default_factory=dict)  # geo -> what its users get
     silenced: Sequence[str] = ()
 
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from bot.balancer import LiveView, PoolInfo
 from bot.fleet import DAYS, BlockedWindow, Fleet
-from bot.routing import Via, routing_table
+from bot.routing import Route, Users, routing_table
 
 
 class Rule(StrEnum):
@@ -51,6 +51,8 @@ class BlastRow:
     now: str
     after: str
     after_healthy: bool
+    now_healthy: bool = True
+    after_users: str = ""  # what its users would get when no healthy pool serves them
 
     @property
     def moves(self) -> bool:
@@ -84,7 +86,8 @@ def after_change(view: LiveView, pool: PoolInfo, origin: str | None) -> dict[str
         return pools
     origins = tuple(replace(o, enabled=False) if o.name == origin else o for o in pool.origins)
     up = [o for o in origins if o.enabled and o.healthy is not False]
-    healthy = pool.healthy if pool.healthy is False else len(up) >= pool.minimum_origins
+    # Unhealthy or unknown stays so; a healthy pool stays healthy while enough origins remain.
+    healthy = len(up) >= pool.minimum_origins if pool.healthy is True else pool.healthy
     pools[pool.id] = replace(pool, origins=origins, healthy=healthy)
     return pools
 
@@ -94,17 +97,27 @@ def blast_radius(fleet: Fleet, view: LiveView, after: Mapping[str, PoolInfo]) ->
         pool = pools.get(pool_id or "")
         return (fleet.region_of_pool(pool.name) or pool.name) if pool else "none"
 
+    def users(route: Route, to: str) -> str:
+        if route.users is Users.ERROR_1016:
+            return f"Cloudflare's 530 (error 1016): the fallback {to} would be disabled"
+        return f"errors: Cloudflare would send them to the fallback {to}, which is unhealthy"
+
     now = routing_table(view.load_balancer, view.pools)
     later = routing_table(view.load_balancer, after)
-    return [
-        BlastRow(
-            geo,
-            name(view.pools, now[geo].pool_id),
-            name(after, later[geo].pool_id),
-            later[geo].via is not Via.FALLBACK,
+    rows = []
+    for geo, r in later.items():
+        to = name(after, r.pool_id)
+        rows.append(
+            BlastRow(
+                geo,
+                name(view.pools, now[geo].pool_id),
+                to,
+                r.healthy,
+                now[geo].healthy,
+                "" if r.healthy else users(r, to),
+            )
         )
-        for geo in now
-    ]
+    return rows
 
 
 def assess(
@@ -132,15 +145,19 @@ def assess(
     after = after_change(view, pool, proposal.origin)
     blast = blast_radius(fleet, view, after)
     refusals: list[Refusal] = []
-    stranded = [row.geo for row in blast if not row.after_healthy]
+    # Geo regions already without a healthy pool, and left where they are, are not this change's.
+    stranded: dict[str, list[str]] = {}
+    for row in blast:
+        if not row.after_healthy and (row.now_healthy or row.moves):
+            stranded.setdefault(row.after_users, []).append(row.geo)
     is_fallback = view.load_balancer.fallback_pool == pool.id
     if stranded:
-        refusals.append(
-            Refusal(
-                Rule.NO_HEALTHY_POOL,
-                f"{' '.join(stranded)} would be left without a healthy enabled pool",
-            )
+        text = "; ".join(
+            f"{' '.join(geos)} would be left without a healthy enabled pool (users would get "
+            f"{users})"
+            for users, geos in stranded.items()
         )
+        refusals.append(Refusal(Rule.NO_HEALTHY_POOL, text))
         if is_fallback:
             refusals.append(
                 Refusal(

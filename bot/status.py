@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.balancer import LiveView, PoolInfo
+from bot.detection import Detection
+from bot.durations import format_duration
 from bot.errors import ProviderError
 from bot.fleet import Fleet, Region
 from bot.health import Prober
 from bot.loadbalancer.port import LoadBalancer
-from bot.monitor import PoolState, pool_state
-from bot.observations import ProbeResult
-from bot.routing import Route, routing_table
+from bot.monitor import PROBES_FAIL, PROBES_PASS, MonitorState, PoolState, pool_state
+from bot.observations import Outcome, ProbeResult
+from bot.routing import Route, Users, Via, routing_notes, routing_table
 from bot.userview import PublicCheck, UserView
 
 # Time kept back from the deadline for rendering and posting the answer.
@@ -72,61 +76,83 @@ class FleetStatus:
     elapsed: float  # seconds it took
     cloudflare: CloudflareRead | None = None  # None: no Cloudflare credentials configured
     public: list[PublicCheck] = field(default_factory=list)
+    watch: MonitorState | None = None  # the watch's judgement, when one runs
+
+    @property
+    def view(self) -> LiveView | None:
+        return self.cloudflare.view if self.cloudflare else None
 
     @property
     def routes(self) -> dict[str, Route]:
-        if self.cloudflare is None or self.cloudflare.view is None:
+        if self.view is None:
             return {}
-        return routing_table(self.cloudflare.view.load_balancer, self.cloudflare.view.pools)
+        return routing_table(self.view.load_balancer, self.view.pools)
+
+    @property
+    def notes(self) -> list[str]:
+        """Where the routing table is not what Cloudflare will do (bot/routing.py)."""
+        return routing_notes(self.view.load_balancer) if self.view else []
 
     def region_of_pool(self, pool_id: str | None) -> str:
-        view = self.cloudflare.view if self.cloudflare else None
-        pool = view.pools.get(pool_id) if view and pool_id else None
+        pool = self.view.pools.get(pool_id) if self.view and pool_id else None
         if pool is None:
             return pool_id or "none"
         return self.fleet.region_of_pool(pool.name) or pool.name
 
-    def _detection(self, up: bool) -> str:
-        monitor = self.cloudflare.view.monitor if self.cloudflare and self.cloudflare.view else None
+    def _detection(self, rs: RegionStatus, side: str) -> float | None:
+        monitor = self.view.monitor if self.view else None
         if monitor is None:
-            return ""
-        checks = max(1, monitor.consecutive_up if up else monitor.consecutive_down)
-        return f" (its monitor needs {checks} × {monitor.interval:g} s to notice)"
+            return None
+        d = Detection.of(monitor, self.fleet.load_balancer.propagation)
+        if side == PROBES_PASS:
+            return d.up()
+        return d.down(timeouts=any(p.outcome is Outcome.TIMEOUT for p in rs.probes))
 
-    def gray_failure(self, rs: RegionStatus) -> str | None:
-        """How the bot's probes and Cloudflare disagree about a region, if they do."""
+    def disagreement(self, rs: RegionStatus) -> str | None:
+        """Whether the probes (of the origins Cloudflare has enabled) and Cloudflare disagree."""
         pool = rs.pool
         if pool is None or not pool.enabled or pool.healthy is None:
+            return None  # drained, or not checked by Cloudflare yet
+        enabled = {o.name for o in pool.origins if o.enabled}
+        probes = [p for p in rs.probes if p.origin in enabled and p.answered]
+        if len(probes) < len(enabled):
+            return None
+        probes_healthy = sum(1 for p in probes if p.healthy) >= pool.minimum_origins
+        if probes_healthy == pool.healthy:
+            return None
+        return PROBES_PASS if probes_healthy else PROBES_FAIL
+
+    def gray_failure(self, rs: RegionStatus) -> str | None:
+        """A disagreement the watch has judged a gray failure (it outlasted Cloudflare's
+        detection budget); a shorter one is Cloudflare still noticing (``noticing``)."""
+        side = self.disagreement(rs)
+        track = self.watch.pools.get(rs.region.name) if self.watch else None
+        if side is None or track is None or not track.gray_reported:
+            return None
+        if track.disagreement != side:
             return None
         name = rs.region.name
-        if rs.state is PoolState.HEALTHY and pool.healthy is False:
+        if side == PROBES_PASS:
             why = f" ({rs.cloudflare_reasons})" if rs.cloudflare_reasons else ""
             return (
                 f"Cloudflare marks {name} unhealthy{why} but the bot's probes pass, so its traffic "
-                f"goes elsewhere{self._detection(up=True)}"
+                "goes elsewhere"
             )
-        if rs.state in (PoolState.DOWN, PoolState.DEGRADED) and pool.healthy is True:
-            return (
-                f"the bot's probes fail for {name} ({rs.summary}) but Cloudflare still marks it "
-                f"healthy and sends it traffic{self._detection(up=False)}"
-            )
-        return None
+        return (
+            f"the bot's probes fail for {name} ({rs.summary}) but Cloudflare still marks it "
+            "healthy and sends it traffic"
+        )
 
-    def _moved(self, faults_only: bool) -> dict[str, list[str]]:
-        """Geo regions not on their preferred pool, by the region now serving them.
-
-        With ``faults_only``, those moved because their pool was drained (disabled) are left out.
-        """
-        view = self.cloudflare.view if self.cloudflare else None
-        moved: dict[str, list[str]] = {}
-        for geo, route in self.routes.items():
-            if not (route.failed_over or not route.healthy):
-                continue
-            preferred = view.pools.get(route.preferred or "") if view else None
-            if faults_only and route.healthy and preferred is not None and not preferred.enabled:
-                continue
-            moved.setdefault(self.region_of_pool(route.pool_id), []).append(geo)
-        return moved
+    def noticing(self, rs: RegionStatus) -> str | None:
+        """A disagreement that is not (yet) a gray failure: Cloudflare's monitor catching up."""
+        side = self.disagreement(rs)
+        if side is None or self.gray_failure(rs):
+            return None
+        budget = self._detection(rs, side)
+        within = f" (its monitor needs up to {format_duration(budget)})" if budget else ""
+        if side == PROBES_PASS:
+            return f"Cloudflare has not seen {rs.region.name} recover yet{within}"
+        return f"Cloudflare has not noticed yet{within} and still sends {rs.region.name} traffic"
 
     @property
     def gray_failures(self) -> list[str]:
@@ -142,33 +168,61 @@ class FleetStatus:
                 problems.append(f"users at {check.where} get HTTP {check.status}")
         return problems
 
+    def _traffic(self) -> tuple[list[str], dict[str, list[str]]]:
+        """(what went wrong for users, where traffic moved), from Cloudflare's routing."""
+        stranded: dict[tuple[str, Users], list[str]] = {}
+        moved: dict[str, list[str]] = {}
+        for geo, route in self.routes.items():
+            to = self.region_of_pool(route.pool_id)
+            if not route.healthy:
+                stranded.setdefault((to, route.users), []).append(geo)
+            elif route.failed_over:
+                where = f"the fallback {to}" if route.via is Via.FALLBACK else to
+                moved.setdefault(where, []).append(geo)
+        problems = []
+        for (to, users), geos in stranded.items():
+            if users is Users.ERROR_1016:
+                consequence = (
+                    f"the fallback {to} is disabled, so users there get Cloudflare's 530 "
+                    "(error 1016)"
+                )
+            else:
+                consequence = (
+                    f"Cloudflare sends them to the fallback {to}, so users there get errors"
+                )
+            problems.append(f"{' '.join(geos)} have no healthy pool; {consequence}")
+        return problems, moved
+
     @property
     def healthy(self) -> bool:
         # A drained (disabled) region is a decision, not a fault.
         ok = (PoolState.HEALTHY, PoolState.DISABLED)
-        regions_ok = all(r.state in ok for r in self.regions) and not self._moved(faults_only=True)
-        return regions_ok and not self.gray_failures and not self.user_problems
+        stranded, _ = self._traffic()
+        regions_ok = all(r.state in ok for r in self.regions) and not stranded
+        lb_ok = self.view is None or self.view.load_balancer.enabled
+        return regions_ok and lb_ok and not self.gray_failures and not self.user_problems
 
     @property
     def verdict(self) -> str:
-        """One line on top: gray failures first, then regions, then what users get."""
+        """One line on top: gray failures first, then regions, users without a pool, moves."""
         parts = [f"gray failure: {g}" for g in self.gray_failures]
-        parts += [
-            f"{r.region.name} {r.state}: {r.summary}"
-            for r in self.regions
-            if r.state not in (PoolState.HEALTHY, PoolState.DISABLED) and not self.gray_failure(r)
-        ]
-        parts += self.user_problems
-        moved = self._moved(faults_only=False)
+        lb = self.view.load_balancer if self.view else None
+        if lb is not None and not lb.enabled:
+            parts.append(f"the load balancer is disabled: {lb.name} does not load-balance")
+        for r in self.regions:
+            if r.state in (PoolState.HEALTHY, PoolState.DISABLED) or self.gray_failure(r):
+                continue
+            noticing = self.noticing(r)
+            parts.append(f"{r.region.name} {r.state}: {r.summary}")
+            if noticing:
+                parts.append(noticing)
+        stranded, moved = self._traffic()
+        parts += stranded + self.user_problems
         drained = [r.region.name for r in self.regions if r.state is PoolState.DISABLED]
-        stranded = any(not self.routes[g].healthy for geos in moved.values() for g in geos)
-        if not parts and not stranded and drained:
+        if not parts and drained:
             where = "; ".join(f"{' '.join(g)} served by {to}" for to, g in moved.items())
             return f"healthy; {', '.join(drained)} drained" + (f" ({where})" if where else "")
-        for to, geos in moved.items():
-            fallback = not all(self.routes[g].healthy for g in geos)
-            verb = "falls back" if fallback else "failed over"
-            parts.append(f"traffic of {' '.join(geos)} {verb} to {to}")
+        parts += [f"traffic of {' '.join(g)} failed over to {to}" for to, g in moved.items()]
         if parts:
             return "; ".join(parts)
         return "all healthy" if len(self.regions) > 1 else f"{self.regions[0].region.name} healthy"
@@ -183,11 +237,14 @@ class StatusService:
         prober: Prober,
         loadbalancer: LoadBalancer | None = None,
         userview: UserView | None = None,
+        watch_state: Callable[[], Coroutine[Any, Any, MonitorState | None]] | None = None,
     ) -> None:
         self.fleet = fleet
         self.prober = prober
         self.loadbalancer = loadbalancer
         self.userview = userview
+        # The watch's stored judgement (gray failures), read from the database by any instance.
+        self.watch_state = watch_state
 
     async def _cloudflare(self) -> CloudflareRead:
         assert self.loadbalancer is not None
@@ -207,7 +264,8 @@ class StatusService:
         )
         cloudflare = asyncio.create_task(self._cloudflare()) if self.loadbalancer else None
         public = asyncio.create_task(self.userview.check(budget)) if self.userview else None
-        waiting = [t for t in (cloudflare, public) if t is not None]
+        watch = asyncio.create_task(self.watch_state()) if self.watch_state else None
+        waiting = [t for t in (cloudflare, public, watch) if t is not None]
         if waiting:
             # The user view bounds its own requests by the budget; a little grace lets it report.
             await asyncio.wait(waiting, timeout=budget + 0.1)
@@ -226,6 +284,12 @@ class StatusService:
             else:
                 public.cancel()
                 checks = self.userview.missing(f"no answer within {budget:g} s")
+        judged: MonitorState | None = None
+        if watch is not None:
+            if watch.done() and watch.exception() is None:
+                judged = watch.result()
+            else:
+                watch.cancel()  # without the watch's judgement, disagreements read as noticing
         by_region: dict[str, list[ProbeResult]] = {r.name: [] for r in chosen}
         for result in results:
             by_region[result.region].append(result)
@@ -244,4 +308,5 @@ class StatusService:
             elapsed=time.perf_counter() - started,
             cloudflare=cf_read,
             public=checks,
+            watch=judged,
         )

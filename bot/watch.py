@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,18 +30,6 @@ log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
 # Operation states in which the load balancer may be moving traffic on purpose.
 OPERATING = ("applying", *CHANGING, *HOLDING, *RUNNING)
-# Which traffic moves each phase causes on purpose; any other is real and may open an incident.
-EXPECTED_MOVES = {
-    EventKind.FAILOVER_TRIGGERED: (
-        "applying",
-        "active",
-        "saving",
-        "disabling",
-        "measuring_rto",
-        "holding",
-    ),
-    EventKind.TRAFFIC_RESTORED: ("restoring", "rejoining", "measuring_rejoin"),
-}
 EVENTS_CURSOR = "cloudflare_events"
 
 
@@ -66,10 +54,8 @@ class Watch:
 
     async def load(self) -> None:
         """Take over the stored state (a new leader starts where the last one stopped)."""
-        async with self.sessions() as session:
-            stored = await session.get(StoredState, MONITOR_KEY)
-        state = MonitorState.model_validate(stored.value) if stored else MonitorState()
-        self.monitor = Monitor(self.fleet, state)
+        state = await stored_state(self.sessions)
+        self.monitor = Monitor(self.fleet, state or MonitorState())
 
     async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> None:
         for region, state in self.monitor.states().items():
@@ -82,25 +68,28 @@ class Watch:
     async def _divert_operation_traffic(
         self, session: AsyncSession, events: list[Event], now: datetime
     ) -> list[Event]:
-        """Traffic moved by a drain or drill goes to its thread; it never opens an incident."""
-        moving = [
-            e
-            for e in events
-            if e.kind in (EventKind.FAILOVER_TRIGGERED, EventKind.TRAFFIC_RESTORED)
-        ]
-        if not moving:
+        """Traffic moved by a drain or drill goes to its thread; it never opens an incident.
+
+        A move is the operation's from its first change until it has rejoined and settled,
+        whenever the watch happens to read Cloudflare: traffic going back home, and traffic
+        going where its blast radius said it would. Any other move is real.
+        """
+        moving = (EventKind.FAILOVER_TRIGGERED, EventKind.TRAFFIC_RESTORED)
+        if not any(e.kind in moving for e in events):
             return events
-        ops = {
-            op.region: op
-            for op in await session.scalars(select(Operation).where(Operation.state.in_(OPERATING)))
-            if op.origin is None  # one origin out of several moves no traffic by design
-        }
+        settled = now - timedelta(seconds=self.fleet.operations.settle)
+        ops = list(
+            await session.scalars(
+                select(Operation).where(
+                    Operation.state.in_(OPERATING) | (Operation.finished_at > settled)
+                )
+            )
+        )
         kept = []
         for e in events:
-            op = ops.get(e.region)
-            expected = EXPECTED_MOVES.get(e.kind, ())
-            if op is None or e not in moving or op.state not in expected:
-                kept.append(e)  # not what the operation does: a real event
+            op = next((op for op in ops if e.kind in moving and _caused(op, e)), None)
+            if op is None:
+                kept.append(e)  # not what an operation does: a real event
                 continue
             session.add(
                 JournalEntry(
@@ -194,6 +183,35 @@ class Watch:
             await self._commit(session, events, now)
             await self.incidents.settle(session, self.healthy_since(), now)
             await self.incidents.remind(session, now)
+
+
+def _caused(op: Operation, e: Event) -> bool:
+    """Whether an operation on ``op.region`` moved the traffic of event ``e``."""
+    if op.region != e.region:
+        return False
+    if op.applied_at is None and op.state not in ("applying", "saving", "disabling", "restoring"):
+        return False  # nothing changed: cancelled, blocked, or still waiting for a click
+    if e.kind is EventKind.TRAFFIC_RESTORED:
+        return True
+    predicted = {row[0]: row[2] for row in (op.detail or {}).get("blast", [])}
+    return bool(e.geos) and all(predicted.get(geo) == e.to_region for geo in e.geos)
+
+
+async def stored_state(
+    sessions: async_sessionmaker[AsyncSession], fresh_within: float | None = None
+) -> MonitorState | None:
+    """The watch's state as the lease holder last wrote it; None when there is none, or when it
+    is older than ``fresh_within`` seconds (no watch runs any more)."""
+    async with sessions() as session:
+        stored = await session.get(StoredState, MONITOR_KEY)
+    if stored is None:
+        return None
+    if fresh_within is not None:
+        written = stored.updated_at
+        written = written if written.tzinfo else written.replace(tzinfo=UTC)
+        if (datetime.now(UTC) - written).total_seconds() > fresh_within:
+            return None
+    return MonitorState.model_validate(stored.value)
 
 
 async def _store(session: AsyncSession, name: str, value: dict[str, object], now: datetime) -> None:

@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.assembly import Bot, migrated_bot
-from bot.balancer import LiveView, LoadBalancerInfo, OriginInfo, PoolInfo
 from bot.db import schema
 from bot.db.engine import create_engine
 from bot.fleet import Fleet, load_fleet
@@ -27,6 +26,8 @@ from bot.slack.server import build_web_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "failover.toml"
+# The seed's load balancer exactly as the seed writes it: one pool per geo region.
+SEED_LITERAL = ROOT / "tests" / "fixtures" / "seed-literal.toml"
 
 
 @pytest.fixture
@@ -130,35 +131,6 @@ async def eventually(
             pytest.fail(f"condition not met within {within} s")
         await asyncio.sleep(every)
     return time.monotonic() - started
-
-
-def make_view(
-    fleet: Fleet,
-    healthy: dict[str, bool | None] | None = None,
-    enabled: dict[str, bool] | None = None,
-) -> LiveView:
-    """The fleet's load balancer as Cloudflare would show it, pools by region health."""
-    pools = {
-        r.pool: PoolInfo(
-            id=r.pool,
-            name=r.pool,
-            healthy=(healthy or {}).get(r.name, True),
-            enabled=(enabled or {}).get(r.name, True),
-            origins=tuple(OriginInfo(name=o.name, address=o.url, healthy=True) for o in r.origins),
-        )
-        for r in fleet.regions.values()
-    }
-    lb = fleet.load_balancer
-    pool_of = {r.name: r.pool for r in fleet.regions.values()}
-    info = LoadBalancerInfo(
-        id="lb",
-        name=lb.hostname,
-        steering_policy="geo",
-        default_pools=tuple(pool_of[n] for n in lb.default_pools),
-        fallback_pool=pool_of[lb.fallback_pool],
-        region_pools={g: tuple(pool_of[n] for n in names) for g, names in lb.region_pools.items()},
-    )
-    return LiveView(info, pools)
 
 
 FAST = {

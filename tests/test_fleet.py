@@ -20,7 +20,7 @@ def test_the_seed_fleet_loads(fleet: Fleet) -> None:
     assert fleet.load_balancer.fallback_pool == "us-east"
     assert fleet.load_balancer.default_pools == ["us-east", "eu-west", "apac-sg"]
     assert set(fleet.load_balancer.region_pools) == set(GEO_REGIONS)
-    assert fleet.load_balancer.region_pools["WEU"] == ["eu-west"]
+    assert fleet.load_balancer.region_pools["WEU"] == ["eu-west", "us-east", "apac-sg"]
     m = fleet.monitor
     assert (m.path, m.timeout, m.retries, m.interval) == ("/health", 5.0, 2, 30.0)
     assert m.expected_body == '"status":"healthy"'

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from bot.fleet import Fleet
-from bot.monitor import EventKind, Monitor, MonitorState, PoolState, Severity, pool_state
+import pytest
+
+from bot.fleet import Fleet, load_fleet
+from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState, Severity, pool_state
 from bot.observations import Outcome, ProbeResult
+from bot.planned import planned_view
 from bot.routing import routing_table
 
-from .conftest import make_view
+from .conftest import SEED_LITERAL
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
@@ -31,6 +34,11 @@ def probe(region: str, ok: bool, t: float, reason: str = "HTTP 503: d1 error") -
         at(t),
         failing_checks=checks,
     )
+
+
+@pytest.fixture
+def seed() -> Fleet:
+    return load_fleet(SEED_LITERAL)
 
 
 def warmed(fleet: Fleet) -> Monitor:
@@ -99,73 +107,193 @@ def test_degraded_pool_of_two_origins(fleet: Fleet) -> None:
     assert degraded.kind is EventKind.POOL_DEGRADED and degraded.severity is Severity.WARNING
 
 
-def read(m: Monitor, fleet: Fleet, t: float, **healthy: bool) -> list:  # type: ignore[type-arg]
+def read(
+    m: Monitor, t: float, enabled: dict[str, bool] | None = None, **healthy: bool | None
+) -> list[Event]:
+    """One Cloudflare read at ``t`` with the given pool health (default healthy)."""
     state = {"us-east": True, "eu-west": True, "apac-sg": True} | {
         k.replace("_", "-"): v for k, v in healthy.items()
     }
-    v = make_view(fleet, state)  # type: ignore[arg-type]
+    v = planned_view(m.fleet, state, enabled)
     return m.observe_cloudflare(v, routing_table(v.load_balancer, v.pools), at(t))
+
+
+def down(m: Monitor, region: str, t: float, reason: str = "HTTP 503: d1 error") -> None:
+    m.observe(probe(region, False, t, reason), at(t))
+    m.observe(probe(region, False, t + 1, reason), at(t + 1))
+
+
+def up(m: Monitor, region: str, t: float) -> None:
+    m.observe(probe(region, True, t), at(t))
+    m.observe(probe(region, True, t + 1), at(t + 1))
+
+
+def kinds(events: list[Event]) -> list[EventKind]:
+    return [e.kind for e in events]
+
+
+def grays(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.kind is EventKind.GRAY_FAILURE]
 
 
 def test_failover_and_traffic_restored_from_cloudflare(fleet: Fleet) -> None:
     m = warmed(fleet)
-    assert read(m, fleet, 5) == []
-    m.observe(probe("us-east", False, 10), at(10))
-    m.observe(probe("us-east", False, 11), at(11))
-    [failover] = read(m, fleet, 20, us_east=False)
+    assert read(m, 5) == []
+    down(m, "us-east", 10)
+    [failover] = read(m, 20, us_east=False)
     assert failover.kind is EventKind.FAILOVER_TRIGGERED and failover.source == "cloudflare"
     assert (failover.region, failover.to_region, failover.geos) == (
         "us-east",
         "eu-west",
         ("WNAM", "ENAM", "NSAM", "SSAM"),
     )
-    assert read(m, fleet, 35, us_east=False) == []  # no repeat
-    m.observe(probe("us-east", True, 40), at(40))
-    m.observe(probe("us-east", True, 41), at(41))
-    [restored] = read(m, fleet, 50)
-    assert restored.kind is EventKind.TRAFFIC_RESTORED and restored.geos == (
-        "WNAM",
-        "ENAM",
-        "NSAM",
-        "SSAM",
+    assert failover.evidence == "Cloudflare sends WNAM ENAM NSAM SSAM to eu-west"
+    assert not failover.stranded and failover.severity is Severity.WARNING
+    assert read(m, 35, us_east=False) == []  # no repeat
+    up(m, "us-east", 40)
+    [restored] = read(m, 50)
+    assert restored.kind is EventKind.TRAFFIC_RESTORED
+    assert restored.geos == ("WNAM", "ENAM", "NSAM", "SSAM")
+
+
+def test_seed_literal_us_east_outage_is_no_failover_and_exceeds_the_rto(seed: Fleet) -> None:
+    m = warmed(seed)
+    down(m, "us-east", 10)
+    [stranded] = read(m, 20, us_east=False)
+    assert stranded.kind is EventKind.FAILOVER_TRIGGERED and stranded.stranded
+    assert stranded.severity is Severity.CRITICAL and stranded.to_region == "us-east"
+    assert "failed over" not in stranded.evidence
+    assert stranded.evidence == (
+        "WNAM ENAM NSAM SSAM have no healthy pool: Cloudflare sends them to the fallback "
+        "us-east, which is unhealthy, so users there get errors (no failover: us-east is their "
+        "own pool)"
     )
+    assert m.state.failed_over == {}
+    assert set(m.state.stranded) == {"WNAM", "ENAM", "NSAM", "SSAM"}
+    assert m.tick(at(69)) == []
+    [rto] = m.tick(at(70))  # 60 s since the first failed probe
+    assert rto.kind is EventKind.RTO_EXCEEDED and rto.severity is Severity.CRITICAL
+    assert (rto.region, rto.began_at) == ("us-east", at(10))
+    assert rto.geos == ("WNAM", "ENAM", "NSAM", "SSAM")
+    assert "fallback us-east, which is unhealthy" in rto.evidence
+    assert m.tick(at(200)) == []  # said once
 
 
-def test_gray_failure_needs_two_reads_and_is_said_once(fleet: Fleet) -> None:
-    m = warmed(fleet)
-    m.observe(probe("eu-west", False, 10), at(10))
-    m.observe(probe("eu-west", False, 11), at(11))
-    assert read(m, fleet, 12) == []  # Cloudflare may simply not have noticed yet
-    [gray] = read(m, fleet, 27)
-    assert gray.kind is EventKind.GRAY_FAILURE and gray.region == "eu-west"
+def test_seed_literal_eu_west_outage_goes_to_the_healthy_fallback(seed: Fleet) -> None:
+    m = warmed(seed)
+    down(m, "eu-west", 10)
+    [moved] = read(m, 20, eu_west=False)
+    assert moved.kind is EventKind.FAILOVER_TRIGGERED and not moved.stranded
     assert (
-        "the bot's probes fail" in gray.evidence and "Cloudflare marks it healthy" in gray.evidence
+        moved.to_region == "us-east" and "the fallback us-east, which is healthy" in moved.evidence
     )
-    assert read(m, fleet, 42) == []
+    assert m.tick(at(200)) == []  # served by the fallback: no RTO Exceeded
+
+
+def test_moving_on_from_one_destination_to_another_is_said(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    down(m, "us-east", 10)
+    read(m, 20, us_east=False)
+    down(m, "eu-west", 30)
+    events = read(m, 40, us_east=False, eu_west=False)
+    moves = {(e.region, e.to_region) for e in events}
+    assert moves == {("us-east", "apac-sg"), ("eu-west", "apac-sg")}
+
+
+def test_a_disabled_fallback_means_530(seed: Fleet) -> None:
+    m = warmed(seed)
+    [e] = read(m, 5, enabled={"us-east": False})
+    assert e.stranded and "Cloudflare's 530 (error 1016)" in e.evidence
+    assert m.state.stranded["WNAM"] == (
+        "the fallback us-east is disabled: users get Cloudflare's 530 (error 1016)"
+    )
 
 
 def test_rto_exceeded_when_nothing_healthy_serves_the_region(fleet: Fleet) -> None:
     m = warmed(fleet)
-    m.observe(probe("us-east", False, 10), at(10))
-    m.observe(probe("us-east", False, 11), at(11))
-    for region in ("eu-west", "apac-sg"):
-        m.observe(probe(region, False, 10), at(10))
-        m.observe(probe(region, False, 11), at(11))
-    read(m, fleet, 15, us_east=False, eu_west=False, apac_sg=False)  # all on the fallback
+    for region in ("us-east", "eu-west", "apac-sg"):
+        down(m, region, 10)
+    read(m, 15, us_east=False, eu_west=False, apac_sg=False)  # all on the fallback
     assert m.tick(at(69)) == []
-    [rto] = [e for e in m.tick(at(70)) if e.region == "us-east"]
-    assert rto.kind is EventKind.RTO_EXCEEDED and rto.severity is Severity.CRITICAL
-    assert rto.began_at == at(10)
-    assert [e for e in m.tick(at(200)) if e.region == "us-east"] == []
+    rto = m.tick(at(70))
+    assert {e.region for e in rto} == {"us-east", "eu-west", "apac-sg"}
+    assert all(e.kind is EventKind.RTO_EXCEEDED and e.began_at == at(10) for e in rto)
+    assert m.tick(at(200)) == []
 
 
 def test_no_rto_alert_once_traffic_is_served_elsewhere(fleet: Fleet) -> None:
     m = warmed(fleet)
-    m.observe(probe("us-east", False, 10), at(10))
-    m.observe(probe("us-east", False, 11), at(11))
-    read(m, fleet, 25, us_east=False)
-    assert m.state.pools["us-east"].served_elsewhere_at == at(25)
+    down(m, "us-east", 10)
+    read(m, 25, us_east=False)
+    assert m.state.unserved_since == {}
     assert m.tick(at(120)) == []
+
+
+def test_rto_exceeded_while_cloudflare_still_sends_users_to_a_dead_pool(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    down(m, "us-east", 10)
+    read(m, 15)  # Cloudflare still marks us-east healthy
+    [rto] = [e for e in m.tick(at(70)) if e.kind is EventKind.RTO_EXCEEDED]
+    assert "still sends them to us-east, which the probes find down" in rto.evidence
+
+
+def test_without_cloudflare_the_plan_says_who_is_stranded(fleet: Fleet) -> None:
+    m = warmed(fleet)  # no Cloudflare read ever
+    down(m, "us-east", 10)
+    assert m.tick(at(120)) == []  # the plan fails WNAM over to eu-west
+    down(m, "eu-west", 130)
+    down(m, "apac-sg", 130)
+    assert {e.region for e in m.tick(at(200))} == {"us-east", "eu-west", "apac-sg"}
+
+
+# Cloudflare's detection budget in failover.toml: every 30 s x 2 checks + 5 s propagation = 65 s;
+# then the bot reads Cloudflare every 15 s: 81 s in all before a disagreement is a gray failure.
+
+
+def test_gray_failure_only_after_cloudflares_detection_budget_and_said_once(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    down(m, "eu-west", 10)
+    assert read(m, 12) == []  # Cloudflare may simply not have noticed yet
+    assert read(m, 60) == [] and grays(m.tick(at(80))) == []
+    [gray] = grays(m.tick(at(93)))
+    assert gray.kind is EventKind.GRAY_FAILURE and gray.region == "eu-west"
+    assert gray.began_at == at(12)
+    assert (
+        "the bot's probes fail" in gray.evidence and "Cloudflare marks it healthy" in gray.evidence
+    )
+    assert read(m, 100) == [] and grays(m.tick(at(200))) == []
+
+
+def test_a_plain_outage_and_recovery_are_never_gray(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    down(m, "apac-sg", 10)
+    assert kinds(read(m, 12)) == []
+    assert kinds(read(m, 70, apac_sg=False)) == [EventKind.FAILOVER_TRIGGERED]  # 59 s later
+    up(m, "apac-sg", 100)
+    assert m.tick(at(150)) == []  # Cloudflare still marks it unhealthy: noticing the recovery
+    assert kinds(read(m, 170)) == [EventKind.TRAFFIC_RESTORED]
+    assert m.tick(at(400)) == []
+
+
+def test_timeouts_give_cloudflare_its_retries(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    down(m, "eu-west", 10, reason="timeout after 5 s")
+    m.state.pools["eu-west"].origins["gateway-eu-west"].timed_out = True
+    read(m, 12)
+    assert grays(m.tick(at(100))) == []  # 81 s + 2 retries x 5 s
+    assert len(grays(m.tick(at(104)))) == 1
+
+
+def test_drained_origins_and_unchecked_pools_are_not_gray(fleet: Fleet) -> None:
+    m = warmed(fleet)
+    v = planned_view(fleet, {"eu-west": False})
+    pool = v.pools["foundation-eu-west"]
+    drained = replace(pool, origins=tuple(replace(o, enabled=False) for o in pool.origins))
+    v = replace(v, pools={**v.pools, pool.id: drained})
+    m.observe_cloudflare(v, routing_table(v.load_balancer, v.pools), at(5))
+    assert m.tick(at(500)) == []  # Cloudflare is right: its only origin is drained
+    read(m, 510, eu_west=None)  # re-enabled, not checked yet
+    assert m.tick(at(900)) == []
 
 
 def test_state_survives_a_new_leader(fleet: Fleet) -> None:

@@ -60,9 +60,16 @@ def lb_from_json(d: dict[str, Any]) -> LoadBalancerInfo:
         session_affinity=str(d.get("session_affinity") or "none"),
         default_pools=tuple(d.get("default_pools") or ()),
         fallback_pool=d.get("fallback_pool"),
-        region_pools={k: tuple(v) for k, v in (d.get("region_pools") or {}).items()},
+        region_pools=_mapping(d.get("region_pools")),
         ttl=d.get("ttl"),
+        country_pools=_mapping(d.get("country_pools")),
+        pop_pools=_mapping(d.get("pop_pools")),
+        rules=sum(1 for r in d.get("rules") or () if not (r or {}).get("disabled")),
     )
+
+
+def _mapping(value: Any) -> dict[str, tuple[str, ...]]:
+    return {k: tuple(v) for k, v in (value or {}).items() if v}
 
 
 def monitor_from_json(d: dict[str, Any]) -> MonitorInfo:

@@ -63,13 +63,14 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     blocks.append(section("\n".join(lines) or "no region"))
     moved: dict[str, list[str]] = defaultdict(list)
     for geo, region in view.failed_over.items():
-        moved[region].append(geo)
-    if moved or view.fallback_geos:
+        if geo not in view.stranded:
+            moved[region].append(geo)
+    stranded: dict[str, list[str]] = defaultdict(list)
+    for geo, users in view.stranded.items():
+        stranded[users].append(geo)
+    if moved or stranded:
         routing = [f"• {' '.join(geos)} → *{region}*" for region, geos in moved.items()]
-        if view.fallback_geos:
-            routing.append(
-                f"• {' '.join(view.fallback_geos)} on the fallback pool: *no healthy pool left*"
-            )
+        routing += [f"• {' '.join(geos)}: *{users}*" for users, geos in stranded.items()]
         blocks.append(section("*Routing now*\n" + "\n".join(routing)))
     end = view.closed_at or view.now
     f = view.figures

@@ -9,7 +9,7 @@ from slack_sdk.models.blocks import Block, HeaderBlock
 from bot.durations import format_duration
 from bot.monitor import PoolState
 from bot.observations import ProbeResult
-from bot.routing import Via
+from bot.routing import Route, Users, Via
 from bot.status import FleetStatus, RegionStatus
 from bot.userview import PublicCheck
 from bot.views.reply import Reply, context, section
@@ -38,15 +38,20 @@ def _cloudflare_line(rs: RegionStatus) -> str | None:
         return None
     if not pool.enabled:
         return "  Cloudflare: pool *disabled* (no traffic, no health checks)"
+    if pool.healthy is None and pool.monitor_id is None:
+        return "  Cloudflare: no monitor attached, so it is never marked unhealthy"
     if pool.healthy is None:
-        return "  Cloudflare: no health reported (no monitor attached)"
+        return (
+            "  Cloudflare: health *unknown* until its first check since it was enabled "
+            "(no traffic until then)"
+        )
     if pool.healthy:
         return "  Cloudflare: healthy"
     why = f": {rs.cloudflare_reasons}" if rs.cloudflare_reasons else ""
     return f"  Cloudflare: *unhealthy*{why}"
 
 
-def _region_block(rs: RegionStatus) -> Block:
+def _region_block(status: FleetStatus, rs: RegionStatus) -> Block:
     r = rs.region
     head = f"{STATE_EMOJI[rs.state]} *{r.name}* ({r.role}) · pool `{r.pool}` · *{rs.state}*"
     worst_first = sorted(rs.probes, key=lambda p: (p.healthy, p.origin))
@@ -55,7 +60,11 @@ def _region_block(rs: RegionStatus) -> Block:
     if hidden > 0:
         lines.append(f"• … and {hidden} more")
     cf = _cloudflare_line(rs)
-    return section("\n".join([head, *lines, *([cf] if cf else [])]))
+    noticing = status.noticing(rs)
+    extra = [cf] if cf else []
+    if noticing:
+        extra.append(f"  _{noticing}_")
+    return section("\n".join([head, *lines, *extra]))
 
 
 def _routing_block(status: FleetStatus) -> Block | None:
@@ -67,18 +76,29 @@ def _routing_block(status: FleetStatus) -> Block | None:
     for geo, route in routes.items():
         region = status.region_of_pool(route.pool_id)
         by_pool[region].append(geo)
-        if route.via is Via.FALLBACK:
-            moved[(region, "on the fallback pool: no healthy pool left")].append(geo)
-        elif route.failed_over:
-            moved[(region, f"failed over from {status.region_of_pool(route.preferred)}")].append(
-                geo
-            )
-    lines = ["*Routing* (Cloudflare's geo steering, by its own health)"]
+        if route.away:
+            moved[(region, _route_note(status, route))].append(geo)
+    lb = status.view.load_balancer if status.view else None
+    policy = f"{lb.steering_policy or 'default'} steering" if lb else "steering"
+    lines = [f"*Routing* (Cloudflare's {policy}, by its own health)"]
     for region, geos in by_pool.items():
         notes = [f"{' '.join(g)} {note}" for (to, note), g in moved.items() if to == region]
         extra = f"  _({'; '.join(notes)})_" if notes else ""
         lines.append(f"• *{region}* ← {' '.join(geos)}{extra}")
     return section("\n".join(lines))
+
+
+def _route_note(status: FleetStatus, route: Route) -> str:
+    home = status.region_of_pool(route.preferred)
+    if route.users is Users.ERROR_1016:
+        return (
+            "no healthy pool; the fallback is disabled: *users get Cloudflare's 530 (error 1016)*"
+        )
+    if route.users is Users.ORIGIN_ERRORS:
+        return "no healthy pool, on the unhealthy fallback: *users get errors*"
+    if route.via is Via.FALLBACK:
+        return f"on the fallback: no healthy pool in their list (from {home})"
+    return f"failed over from {home}"
 
 
 def _public_line(check: PublicCheck) -> str:
@@ -116,7 +136,7 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
     blocks: list[Block] = [HeaderBlock(text=f"{'✅' if status.healthy else '🚨'} {verdict}"[:150])]
     if len(verdict) > 140 or status.gray_failures:
         blocks.append(section(f":warning: {verdict}"[:3000]))
-    blocks += [_region_block(rs) for rs in status.regions]
+    blocks += [_region_block(status, rs) for rs in status.regions]
     routing = _routing_block(status)
     if routing is not None:
         blocks.append(routing)
@@ -131,6 +151,8 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
         )
     elif cf.view is None:
         blocks.append(context(f":warning: Cloudflare's view is missing: {cf.error}"))
+    for note in status.notes:
+        blocks.append(context(f":warning: Routing table: {note}"))
     settings = _settings_line(status)
     if settings:
         blocks.append(context(settings))

@@ -1,0 +1,59 @@
+"""How long Cloudflare needs to notice a change of health (pure).
+
+Cloudflare's monitors page (developers.cloudflare.com/load-balancing/monitors): a check runs
+every ``interval``; ``consecutive_down`` / ``consecutive_up`` checks in a row change an endpoint's
+health (0 means 1); ``retries`` are made at once, only after a timeout of ``timeout`` s. Then the
+edge applies the change after a propagation delay for which Cloudflare gives no figure (the plan's
+``load_balancer.propagation``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.balancer import MonitorInfo
+from bot.durations import format_duration
+
+
+@dataclass(frozen=True)
+class Detection:
+    interval: float
+    consecutive_down: int
+    consecutive_up: int
+    retries: int
+    timeout: float
+    propagation: float
+
+    @classmethod
+    def of(cls, monitor: MonitorInfo, propagation: float) -> Detection:
+        return cls(
+            interval=monitor.interval,
+            consecutive_down=max(1, monitor.consecutive_down),
+            consecutive_up=max(1, monitor.consecutive_up),
+            retries=monitor.retries,
+            timeout=monitor.timeout,
+            propagation=propagation,
+        )
+
+    def down(self, timeouts: bool = False) -> float:
+        """Seconds from a fault until the edge steers around it, at worst."""
+        waited = self.retries * self.timeout if timeouts else 0.0
+        return self.interval * self.consecutive_down + waited + self.propagation
+
+    def up(self) -> float:
+        """Seconds from a recovery until the edge sends traffic back, at worst."""
+        return self.interval * self.consecutive_up + self.propagation
+
+    def explain_down(self) -> str:
+        checks = "check" if self.consecutive_down == 1 else "checks"
+        text = (
+            f"monitor every {format_duration(self.interval)} × {self.consecutive_down} {checks} "
+            f"+ propagation {format_duration(self.propagation)} = about "
+            f"{format_duration(self.down())}"
+        )
+        if self.retries:
+            text += (
+                f" ({format_duration(self.down(timeouts=True))} when origins time out: "
+                f"{self.retries} retries × {format_duration(self.timeout)})"
+            )
+        return text
