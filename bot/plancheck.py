@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bot.balancer import LiveView
 from bot.fleet import GEO_REGIONS, Fleet
@@ -63,6 +64,16 @@ def check_plan(
             _same("monitor expected body", m.expected_body, plan_m.expected_body, FIX_MONITOR),
         ]
     lb, plan_lb = live.load_balancer, fleet.load_balancer
+    lines.append(
+        CheckLine("load balancer enabled", True, "enabled")
+        if lb.enabled
+        else CheckLine(
+            "load balancer enabled",
+            False,
+            f"disabled: {lb.name} does not load-balance (only its DNS records answer, if any)",
+            FIX_LB,
+        )
+    )
     lines.append(_same("steering policy", lb.steering_policy, plan_lb.steering_policy, FIX_LB))
     lines.append(
         _same(
@@ -126,7 +137,21 @@ def check_plan(
             live_origin = pool.origin(origin.name)
             if live_origin is None:
                 problems.append(f"origin {origin.name} is missing")
-            elif not live_origin.enabled:
+                continue
+            planned = urlsplit(origin.url).hostname or origin.url
+            address = urlsplit(f"//{live_origin.address}").hostname or live_origin.address
+            if address != planned:
+                problems.append(
+                    f"origin {origin.name} points at {address}, the plan at {planned}: the bot "
+                    "probes one host and Cloudflare another"
+                )
+            if live_origin.weight != origin.weight:
+                out = ": it takes no traffic" if live_origin.weight == 0 else ""
+                problems.append(
+                    f"origin {origin.name} has weight {live_origin.weight:g}{out} "
+                    f"(plan {origin.weight:g})"
+                )
+            if not live_origin.enabled:
                 problems.append(f"origin {origin.name} is disabled")
             elif live_origin.healthy is False:
                 problems.append(

@@ -17,7 +17,7 @@ from bot.errors import ProviderError, UsageError
 from bot.logs import request_id
 from bot.views.errors import internal_error, provider_error, usage_error
 from bot.views.reply import Reply
-from commands import check, drains, drills, help, incidents, silences, status
+from commands import check, drains, drills, help, incidents, silences, status, whatif
 from commands.actions import run_action
 from commands.base import Command, Context, Invocation, Services
 from commands.parsing import tokenize
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 COMMANDS: tuple[Command, ...] = (
     status.COMMAND,
     check.COMMAND,
+    whatif.COMMAND,
     incidents.INCIDENTS,
     incidents.TIMELINE,
     incidents.NOTE,

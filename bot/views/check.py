@@ -1,6 +1,9 @@
-"""``/failover check``: one line per checklist item, failures first."""
+"""``/failover check``: the live load balancer against the plan, then the plan as Cloudflare will
+run it; in each part, failures first."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from slack_sdk.models.blocks import Block, HeaderBlock
 
@@ -15,23 +18,38 @@ def _line(line: CheckLine) -> str:
     return f":x: *{line.item}*: {line.detail}{fix}"
 
 
-def check_reply(lines: list[CheckLine], hostname: str) -> Reply:
-    failed = [ln for ln in lines if not ln.ok]
-    title = (
-        f"✅ {hostname} matches the plan: {len(lines)} checks pass"
-        if not failed
-        else f"❌ {hostname}: {len(failed)} of {len(lines)} checks differ from the plan"
-    )
-    blocks: list[Block] = [HeaderBlock(text=title[:150])]
-    chunk: list[str] = []
-    for text in [_line(ln) for ln in failed + [ln for ln in lines if ln.ok]]:
+def _part(title: str, lines: Sequence[CheckLine]) -> list[Block]:
+    blocks: list[Block] = []
+    chunk: list[str] = [title]
+    ordered = [*(x for x in lines if not x.ok), *(x for x in lines if x.ok)]
+    for text in [_line(ln) for ln in ordered]:
         if sum(len(t) + 1 for t in chunk) + len(text) > 2900:
             blocks.append(section("\n".join(chunk)))
             chunk = []
         chunk.append(text)
-    if chunk:
-        blocks.append(section("\n".join(chunk)))
+    blocks.append(section("\n".join(chunk)))
+    return blocks
+
+
+def check_reply(
+    live: Sequence[CheckLine], plan: Sequence[CheckLine], hostname: str, source: str
+) -> Reply:
+    """``live`` against failover.toml (empty without Cloudflare); ``plan`` read from ``source``."""
+    every = [*live, *plan]
+    failed = [ln for ln in every if not ln.ok]
+    title = (
+        f"✅ {hostname}: {len(every)} checks pass"
+        if not failed
+        else f"❌ {hostname}: {len(failed)} of {len(every)} checks fail"
+    )
+    blocks: list[Block] = [HeaderBlock(text=title[:150])]
+    if live:
+        blocks += _part("*Live load balancer against failover.toml*", live)
+    blocks += _part(f"*The plan as Cloudflare will run it* ({source})", plan)
     blocks.append(
-        context("Live load balancer read now, held against failover.toml and the seed's checklist")
+        context(
+            "Routing follows Cloudflare's documented rules: a geo region with its own list is "
+            "served only by that list, then by the fallback pool, whatever the fallback's health"
+        )
     )
     return Reply(text=title, blocks=blocks)
