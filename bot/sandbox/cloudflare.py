@@ -1,10 +1,19 @@
-"""A Cloudflare stand-in: the load-balancing API the bot uses, its monitor, and faults on demand.
+"""A Cloudflare stand-in: the load-balancing API the bot uses, its own monitor, faults on demand.
 
-State is kept as the JSON Cloudflare returns, so a PATCH is seen by the next GET. Its own monitor
-probes the sandbox gateways with the monitor's settings and the same probe semantics as
-Cloudflare; pool and origin ``healthy``, the pool health per location and the health events
-follow from it. Configuration changes reach the data plane (``DataPlane``) after a propagation
-delay. ``/_sandbox/faults`` turns on 429s, 500s, slow answers or a token without permission.
+State is kept as the JSON Cloudflare returns, so a PATCH is seen by the next GET. The monitor is
+written here from Cloudflare's documentation, sharing no code with the bot's prober: it checks
+every enabled origin of every enabled pool as Cloudflare's health monitor does, and pool and
+origin ``healthy``, the pool health per location and the health events follow from it. What the
+edge applies (configuration and health alike) reaches the data plane (``DataPlane``) after a
+propagation delay. ``/_sandbox/faults`` turns on 429s, 500s, slow answers or a token without
+permission.
+
+Pages modelled (under developers.cloudflare.com/load-balancing/):
+- monitors/ and partials on monitor settings: retries only after a timeout, case-insensitive
+  expected body, Cloudflare's own User-Agent, Host header prioritisation;
+- understand-basics/health-details/: consecutive_up/down, unknown health counts as down,
+  pool health from minimum_origins, no monitor means health is not considered;
+- troubleshooting/common-error-codes/: the failure reasons' wording.
 """
 
 from __future__ import annotations
@@ -14,14 +23,16 @@ import copy
 import hashlib
 import itertools
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
-from bot.fleet import Fleet, MonitorSettings, Origin
-from bot.health import Prober
+from bot.fleet import GEO_REGIONS, Fleet
 from bot.sandbox.servers import LocalServer
 
 LOCATIONS = ("Ashburn, US", "Frankfurt, DE", "Singapore, SG")
@@ -33,6 +44,85 @@ ERROR_TEXT = {
     429: (1015, "You are being rate limited"),
     500: (1001, "Internal server error"),
 }
+
+# load-balancing/monitors/ ("Important notes"): the monitor's User-Agent, with the first 16
+# characters of the pool's id; the monitor's `header` cannot override it (API: monitor header).
+USER_AGENT = (
+    "Mozilla/5.0 (compatible; Cloudflare-Traffic-Manager/1.0; "
+    "+https://www.cloudflare.com/traffic-manager/; pool-id: {pool_id})"
+)
+# troubleshooting/common-error-codes/: "we only read the first 10 KB of the response" (another
+# page says 100 MB); the stricter figure is the conservative one.
+BODY_LIMIT = 10 * 1024
+
+# Failure reasons as health events and pool health word them (troubleshooting/common-error-codes/).
+NO_FAILURES = "No failures"
+TCP_FAILED = "TCP connection failed"
+HTTP_TIMEOUT = "HTTP timeout occurred"
+CODE_MISMATCH = "Response code mismatch error"
+BODY_MISMATCH = "Response body mismatch error"
+CONNECTION_RESET = "Connection Reset by Peer"
+INVALID_RESPONSE = "HTTP Invalid Response"
+OTHER_FAILURE = "Other Failure"
+
+# The API's steering_policy enum (OpenAPI: load-balancing_steering_policy); '""' is how the
+# description spells the empty policy.
+STEERING_POLICIES = frozenset(
+    {
+        "off",
+        "geo",
+        "random",
+        "dynamic_latency",
+        "proximity",
+        "least_outstanding_requests",
+        "least_connections",
+        "",
+        '""',
+    }
+)
+# What a PATCH of a load balancer may carry (OpenAPI: PATCH /zones/{zone_id}/load_balancers/{id}).
+LB_WRITABLE = frozenset(
+    {
+        "adaptive_routing",
+        "country_pools",
+        "default_pools",
+        "description",
+        "enabled",
+        "fallback_pool",
+        "location_strategy",
+        "name",
+        "pop_pools",
+        "proxied",
+        "random_steering",
+        "region_pools",
+        "rules",
+        "session_affinity",
+        "session_affinity_attributes",
+        "session_affinity_ttl",
+        "steering_policy",
+        "ttl",
+    }
+)
+POOL_WRITABLE = frozenset(
+    {
+        "enabled",
+        "origins",
+        "minimum_origins",
+        "description",
+        "name",
+        "monitor",
+        "notification_email",
+        "check_regions",
+        "latitude",
+        "longitude",
+        "origin_steering",
+        "load_shedding",
+        "notification_filter",
+    }
+)
+ORIGIN_WRITABLE = frozenset(
+    {"name", "address", "enabled", "weight", "header", "virtual_network_id", "port"}
+)
 
 
 def cf_id(*parts: str) -> str:
@@ -64,6 +154,155 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
+def origin_url(origin: Mapping[str, Any]) -> str:
+    """Where an origin answers: sandbox origin addresses are ``host:port`` on loopback."""
+    address = str(origin["address"])
+    return address if "://" in address else f"http://{address}"
+
+
+def origin_host_override(origin: Mapping[str, Any]) -> str | None:
+    """An origin's own Host header (additional-options/override-http-host-headers/)."""
+    values = (origin.get("header") or {}).get("Host") or []
+    return str(values[0]) if values else None
+
+
+def pool_health(pool: Mapping[str, Any], origins: Mapping[str, bool | None]) -> bool | None:
+    """A pool's health from its enabled origins' health (None: unknown), as Cloudflare sees it.
+
+    understand-basics/health-details/: a pool is unhealthy when fewer than ``minimum_origins``
+    endpoints are healthy; its health is unknown while no monitor is attached or the monitor
+    has not yet decided; disabled pools are not health-checked, so theirs is unknown too.
+    """
+    if not pool.get("enabled", True) or not pool.get("monitor"):
+        return None
+    enabled = [o["name"] for o in pool.get("origins") or () if o.get("enabled", True)]
+    up = sum(1 for name in enabled if origins.get(name) is True)
+    unknown = sum(1 for name in enabled if origins.get(name) is None)
+    needed = int(pool.get("minimum_origins", 1))
+    if up >= needed:
+        return True
+    if up + unknown < needed:
+        return False
+    return None  # the unknown origins decide
+
+
+# --------------------------------------------------------------------------- the health check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    healthy: bool
+    failure_reason: str
+    response_code: int | None  # None: no HTTP answer
+    rtt: float  # seconds, over every attempt
+    attempts: int
+
+
+def codes_match(expected: str, status: int) -> bool:
+    """``expected_codes``: "200", "2xx" or a comma list of both (monitor-settings-advanced)."""
+    for token in (t.strip().lower() for t in expected.split(",")):
+        if token.endswith("xx") and token[:1].isdigit() and status // 100 == int(token[0]):
+            return True
+        if token.isdigit() and status == int(token):
+            return True
+    return False
+
+
+def monitor_headers(
+    monitor: Mapping[str, Any], origin: Mapping[str, Any], pool_id: str
+) -> CIMultiDict[str]:
+    """The monitor's request headers: its `header`, the origin's Host first, Cloudflare's agent."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, values in (monitor.get("header") or {}).items():
+        if name.lower() == "user-agent":
+            continue  # "The User-Agent header cannot be overridden" (API: monitor header)
+        for value in values if isinstance(values, list) else [values]:
+            headers.add(name, str(value))
+    # monitors/ "Host header prioritization": the endpoint's Host wins over the monitor's.
+    host = origin_host_override(origin)
+    if host is not None:
+        headers["Host"] = host
+    headers["User-Agent"] = USER_AGENT.format(pool_id=pool_id[:16])
+    return headers
+
+
+async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    data = bytearray()
+    while len(data) < limit:
+        chunk = await response.content.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+async def _attempt(
+    session: aiohttp.ClientSession,
+    url: str,
+    monitor: Mapping[str, Any],
+    headers: CIMultiDict[str],
+) -> tuple[bool, str, int | None]:
+    """One request of a health check: (healthy, failure reason, status). Timeouts raise."""
+    try:
+        async with session.request(
+            str(monitor.get("method") or "GET"),
+            url,
+            headers=headers,
+            allow_redirects=bool(monitor.get("follow_redirects", False)),
+            timeout=aiohttp.ClientTimeout(total=float(monitor.get("timeout") or 5)),
+        ) as response:
+            if not codes_match(str(monitor.get("expected_codes") or "200"), response.status):
+                return False, CODE_MISMATCH, response.status
+            expected = str(monitor.get("expected_body") or "")
+            if expected:
+                body = await _read_prefix(response, BODY_LIMIT)
+                # API: expected_body is "a case-insensitive sub-string".
+                if expected.lower() not in body.decode("utf-8", "replace").lower():
+                    return False, BODY_MISMATCH, response.status
+            return True, NO_FAILURES, response.status
+    except aiohttp.ClientConnectorError:
+        return False, TCP_FAILED, None  # refused or unreachable: not a timeout, no retry
+    except aiohttp.ServerDisconnectedError:
+        return False, CONNECTION_RESET, None
+    except aiohttp.ClientResponseError:
+        return False, INVALID_RESPONSE, None
+    except aiohttp.ClientOSError:
+        return False, CONNECTION_RESET, None
+
+
+async def health_check(
+    session: aiohttp.ClientSession,
+    url: str,
+    monitor: Mapping[str, Any],
+    headers: CIMultiDict[str],
+) -> CheckResult:
+    """A health check with the monitor's retries, which follow a TIMEOUT only.
+
+    API (load-balancing_retries): "The number of retries to attempt in case of a timeout before
+    marking the origin as unhealthy. Retries are attempted immediately." A refused connection or
+    a wrong answer is final at once.
+    """
+    attempts = 1 + max(0, int(monitor.get("retries") or 0))
+    started = time.perf_counter()
+    reason = HTTP_TIMEOUT
+    for attempt in range(1, attempts + 1):
+        try:
+            healthy, why, code = await _attempt(session, url, monitor, headers)
+        except aiohttp.ConnectionTimeoutError:
+            reason = TCP_FAILED  # no TCP connection within the timeout
+            continue
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            reason = HTTP_TIMEOUT
+            continue
+        except aiohttp.ClientError:
+            healthy, why, code = False, OTHER_FAILURE, None
+        return CheckResult(healthy, why, code, time.perf_counter() - started, attempt)
+    return CheckResult(False, reason, None, time.perf_counter() - started, attempts)
+
+
+# --------------------------------------------------------------------------- state
+
+
 @dataclass
 class Fault:
     kind: str  # 429, 500, slow, forbidden, events_forbidden
@@ -86,11 +325,60 @@ class Exchange:
 
 @dataclass
 class OriginHealth:
-    healthy: bool = True
-    failure_reason: str = "No failures"
-    response_code: int | None = 200
+    """One origin's health as the monitor decided it; ``healthy`` None means unknown."""
+
+    healthy: bool | None = None
+    failure_reason: str = NO_FAILURES
+    response_code: int | None = None
     rtt: str = "0.0ms"
     streak: int = 0  # consecutive checks disagreeing with ``healthy``
+    epoch: int = 0  # bumped on reset: a check started before it no longer counts
+
+    def reset(self) -> None:
+        """Unknown until the next check (a pool or origin (re-)enabled, re-addressed...)."""
+        self.healthy, self.streak, self.response_code = None, 0, None
+        self.failure_reason, self.rtt = NO_FAILURES, "0.0ms"
+        self.epoch += 1
+
+    def record(self, result: CheckResult, consecutive_down: int, consecutive_up: int) -> None:
+        self.response_code = result.response_code
+        self.rtt = f"{result.rtt * 1000:.1f}ms"
+        if self.healthy is None:
+            self.healthy, self.streak = result.healthy, 0  # unknown takes the first result
+        elif result.healthy == self.healthy:
+            self.streak = 0
+        else:
+            # health-details: consecutive_down / consecutive_up results change it (0 means 1).
+            needed = max(1, consecutive_down if self.healthy else consecutive_up)
+            self.streak += 1
+            if self.streak >= needed:
+                self.healthy, self.streak = result.healthy, 0
+        if result.healthy == self.healthy:
+            # The reason shown explains the health shown: a failure not yet confirmed by
+            # consecutive_down does not make a healthy origin read as failing.
+            self.failure_reason = result.failure_reason
+
+
+@dataclass(frozen=True)
+class EdgeState:
+    """What the edge applies from ``effective_at`` on: configuration and health together."""
+
+    effective_at: float
+    lb: dict[str, Any]
+    pools: dict[str, dict[str, Any]]
+    health: dict[str, dict[str, bool | None]]  # pool id -> origin name -> healthy (None unknown)
+
+
+@dataclass(frozen=True)
+class Target:
+    pool_id: str
+    origin: dict[str, Any]
+    monitor: dict[str, Any]
+    epoch: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.pool_id, str(self.origin["name"])
 
 
 class CloudflareStandIn:
@@ -103,6 +391,7 @@ class CloudflareStandIn:
         monitor_interval: float | None = None,
         propagation: float = 1.0,
         port: int | None = None,
+        monitor_header: dict[str, list[str]] | None = None,
     ) -> None:
         self.token = token
         self.account_id = cf_id("account", fleet.load_balancer.name)
@@ -114,7 +403,7 @@ class CloudflareStandIn:
         self.exchanges: list[Exchange] = []
         self.events: list[dict[str, Any]] = []
         self._event_ids = itertools.count(1)
-        self.origin_urls = origin_urls  # origin name -> URL the monitor probes
+        self.origin_urls = origin_urls  # origin name -> URL, as seeded
         self.health: dict[tuple[str, str], OriginHealth] = {}
         now = stamp()
         m = fleet.monitor
@@ -128,8 +417,7 @@ class CloudflareStandIn:
                 "description": f"{fleet.load_balancer.name} health check",
                 "method": m.method,
                 "path": m.path,
-                # The seed's monitor headers: Cloudflare's agent, whatever the bot sends.
-                "header": {"User-Agent": ["Cloudflare-Health-Check"]},
+                "header": copy.deepcopy(monitor_header or {}),
                 "port": 0,
                 "timeout": int(m.timeout) or 1,
                 "retries": m.retries,
@@ -169,7 +457,10 @@ class CloudflareStandIn:
                 ],
             }
             for o in region.origins:
-                self.health[(pool_id, o.name)] = OriginHealth()
+                # The load balancer ran long before the sandbox started: every origin is known.
+                self.health[(pool_id, o.name)] = OriginHealth(
+                    healthy=True if o.enabled else None, response_code=200 if o.enabled else None
+                )
         by_region = {r.name: cf_id("pool", r.pool) for r in fleet.regions.values()}
         lb = fleet.load_balancer
         self.lb_id = cf_id("lb", lb.hostname)
@@ -193,36 +484,34 @@ class CloudflareStandIn:
                 },
                 "pop_pools": {},
                 "country_pools": {},
+                "rules": [],
             }
         }
-        # (effective from, load balancer, pools): what the data plane sees, after propagation.
-        self._config: list[tuple[float, dict[str, Any], dict[str, dict[str, Any]]]] = []
+        # What the data plane sees, newest last; each entry applies from its effective_at.
+        self._edge: list[EdgeState] = []
         self._snapshot(delay=0.0)
         self._monitor_task: asyncio.Task[None] | None = None
-        self._prober: Prober | None = None
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.server = LocalServer(self._build_app(), port)
+
+    def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
         base = "/client/v4"
-        app.router.add_get(base + "/accounts/{account}/load_balancers/pools", self._list_pools)
-        app.router.add_get(base + "/accounts/{account}/load_balancers/pools/{pool}", self._get_pool)
-        app.router.add_patch(
-            base + "/accounts/{account}/load_balancers/pools/{pool}", self._patch_pool
-        )
-        app.router.add_get(
-            base + "/accounts/{account}/load_balancers/pools/{pool}/health", self._pool_health
-        )
-        app.router.add_get(
-            base + "/accounts/{account}/load_balancers/monitors", self._list_monitors
-        )
-        app.router.add_get(
-            base + "/accounts/{account}/load_balancers/monitors/{monitor}", self._get_monitor
-        )
+        account = base + "/accounts/{account}/load_balancers"
+        app.router.add_get(account + "/pools", self._list_pools)
+        app.router.add_get(account + "/pools/{pool}", self._get_pool)
+        app.router.add_patch(account + "/pools/{pool}", self._patch_pool)
+        app.router.add_get(account + "/pools/{pool}/health", self._pool_health)
+        app.router.add_get(account + "/monitors", self._list_monitors)
+        app.router.add_get(account + "/monitors/{monitor}", self._get_monitor)
         app.router.add_get(base + "/zones/{zone}/load_balancers", self._list_lbs)
         app.router.add_get(base + "/zones/{zone}/load_balancers/{lb}", self._get_lb)
         app.router.add_patch(base + "/zones/{zone}/load_balancers/{lb}", self._patch_lb)
         app.router.add_get(base + "/user/load_balancing_analytics/events", self._events)
         app.router.add_post("/_sandbox/faults", self._set_faults)
         app.router.add_get("/_sandbox/state", self._state)
-        self.server = LocalServer(app, port)
+        return app
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -232,80 +521,120 @@ class CloudflareStandIn:
 
     async def start(self) -> None:
         await self.server.start()
-        self._prober = Prober(self._monitor_settings())
+        # A new connection for every check, as a monitor in another data center would open.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         self._monitor_task = asyncio.create_task(self._monitor_loop())
 
     async def close(self) -> None:
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            await asyncio.gather(self._monitor_task, return_exceptions=True)
-        if self._prober is not None:
-            await self._prober.aclose()
+        tasks = [t for t in (self._monitor_task, *self._inflight.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
         await self.server.close()
 
     # ----------------------------------------------------------------- health
 
-    def _monitor_settings(self) -> MonitorSettings:
-        m = self.monitors[self.monitor_id]
-        return MonitorSettings(
-            method=m["method"],
-            path=m["path"],
-            timeout=float(m["timeout"]),
-            retries=m["retries"],
-            interval=float(m["interval"]),
-            expected_codes=m["expected_codes"],
-            expected_body=m["expected_body"],
-            headers={k: v[0] for k, v in m["header"].items()},
-        )
+    def origin_health(self, pool_id: str) -> dict[str, bool | None]:
+        pool = self.pools[pool_id]
+        return {
+            o["name"]: self.health[(pool_id, o["name"])].healthy
+            for o in pool["origins"]
+            if (pool_id, o["name"]) in self.health
+        }
+
+    def pool_health(self, pool_id: str) -> bool | None:
+        """True / False, or None while unknown (disabled, no monitor, or not yet checked)."""
+        return pool_health(self.pools[pool_id], self.origin_health(pool_id))
 
     def pool_healthy(self, pool_id: str) -> bool:
-        pool = self.pools[pool_id]
-        up = sum(
-            1 for o in pool["origins"] if o["enabled"] and self.health[(pool_id, o["name"])].healthy
+        """Whether the monitor holds the pool healthy now; unknown counts as unhealthy."""
+        return self.pool_health(pool_id) is True
+
+    def _monitor_of(self, pool: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self.monitors.get(str(pool.get("monitor") or ""))
+
+    def _targets(self) -> Iterator[Target]:
+        """Enabled origins of enabled pools with a monitor (weight 0 included: still checked)."""
+        for pool_id, pool in self.pools.items():
+            monitor = self._monitor_of(pool)
+            if not pool.get("enabled", True) or monitor is None:
+                continue  # health-details: disabled pools are not health-checked
+            for origin in pool["origins"]:
+                health = self.health.get((pool_id, origin["name"]))
+                if origin.get("enabled", True) and health is not None:
+                    yield Target(pool_id, origin, monitor, health.epoch)
+
+    async def _check(self, target: Target) -> CheckResult:
+        assert self._session is not None, "start() the stand-in first"
+        url = origin_url(target.origin) + str(target.monitor.get("path") or "/")
+        headers = monitor_headers(target.monitor, target.origin, target.pool_id)
+        return await health_check(self._session, url, target.monitor, headers)
+
+    def _apply(self, target: Target, result: CheckResult) -> None:
+        health = self.health.get(target.key)
+        if health is None or health.epoch != target.epoch:
+            return  # reset (disabled, re-enabled, removed) while the check ran
+        pool_id = target.pool_id
+        was_origin, was_pool = health.healthy, self.pool_health(pool_id)
+        health.record(
+            result,
+            int(target.monitor.get("consecutive_down") or 0),
+            int(target.monitor.get("consecutive_up") or 0),
         )
-        return up >= int(pool["minimum_origins"])
+        now_pool = self.pool_health(pool_id)
+        if health.healthy != was_origin or now_pool != was_pool:
+            self._snapshot()
+        # Events record a change of KNOWN health only (monitors/: "Health monitor requests that
+        # result in a status change for an endpoint are recorded as events"). An origin that
+        # was unknown (just enabled) and gets its first result has not changed status; not
+        # recording it is the conservative reading: nothing may count on such an event.
+        if was_origin is not None and health.healthy != was_origin:
+            self._record_event(pool_id, target.key[1], was_pool is True)
 
     async def check_now(self) -> None:
         """One round of the monitor over every enabled origin of every enabled pool."""
-        assert self._prober is not None
-        m = self.monitors[self.monitor_id]
-        targets = [
-            (pool_id, Origin(name=o["name"], url=self.origin_urls[o["name"]]))
-            for pool_id, pool in self.pools.items()
-            if pool["enabled"]  # disabled pools get no health checks
-            for o in pool["origins"]
-            if o["enabled"]
-        ]
-        results = await self._prober.probe_all(targets)
-        before = {pid: self.pool_healthy(pid) for pid in self.pools}
-        changed: dict[str, list[str]] = {}
-        for (pool_id, origin), result in zip(targets, results, strict=True):
-            h = self.health[(pool_id, origin.name)]
-            h.rtt = f"{(result.latency or 0) * 1000:.1f}ms"
-            h.response_code = result.status_code
-            needed = max(1, m["consecutive_up"] if not h.healthy else m["consecutive_down"])
-            if result.healthy != h.healthy:
-                h.streak += 1
-                if h.streak >= needed:
-                    h.healthy, h.streak = result.healthy, 0
-                    changed.setdefault(pool_id, []).append(origin.name)
-            else:
-                h.streak = 0
-            h.failure_reason = "No failures" if result.healthy else _failure_reason(result.reason)
-        for pool_id in self.pools:
-            if pool_id in changed or before[pool_id] != self.pool_healthy(pool_id):
-                self._record_event(pool_id, changed.get(pool_id, []), before[pool_id])
+        targets = list(self._targets())
+        results = await asyncio.gather(*(self._check(t) for t in targets))
+        for target, result in zip(targets, results, strict=True):
+            self._apply(target, result)
+
+    async def _check_one(self, target: Target) -> None:
+        try:
+            self._apply(target, await self._check(target))
+        finally:
+            self._inflight.pop(target.key, None)
+
+    def _interval(self) -> float:
+        used = [self._monitor_of(p) for p in self.pools.values()]
+        return float(min((m["interval"] for m in used if m is not None), default=60))
 
     async def _monitor_loop(self) -> None:
+        # Each origin on its own: a slow origin's retries do not hold back the others' checks.
         while True:
-            started = time.monotonic()
-            await self.check_now()
-            interval = float(self.monitors[self.monitor_id]["interval"])
-            await asyncio.sleep(max(0.05, interval - (time.monotonic() - started)))
+            await asyncio.sleep(self._interval())
+            for target in self._targets():
+                if target.key not in self._inflight:
+                    self._inflight[target.key] = asyncio.create_task(self._check_one(target))
 
-    def _record_event(self, pool_id: str, changed_origins: list[str], was_healthy: bool) -> None:
+    def _record_event(self, pool_id: str, changed_origin: str, pool_was_healthy: bool) -> None:
         pool = self.pools[pool_id]
         healthy = self.pool_healthy(pool_id)
+        origins = []
+        for o in pool["origins"]:
+            entry: dict[str, Any] = {
+                "name": o["name"],
+                "address": o["address"],
+                "ip": o["address"].split(":")[0],
+                "enabled": o.get("enabled", True),
+                "changed": o["name"] == changed_origin,
+            }
+            h = self.health.get((pool_id, o["name"]))
+            if h is not None and h.healthy is not None:
+                entry["healthy"] = h.healthy
+                entry["failure_reason"] = h.failure_reason
+            origins.append(entry)
         self.events.append(
             {
                 "id": next(self._event_ids),
@@ -314,51 +643,60 @@ class CloudflareStandIn:
                     "id": pool_id,
                     "name": pool["name"],
                     "healthy": healthy,
-                    "changed": healthy != was_healthy,
+                    "changed": healthy != pool_was_healthy,
                     "minimum_origins": pool["minimum_origins"],
                 },
-                "origins": [
-                    {
-                        "name": o["name"],
-                        "address": o["address"],
-                        "ip": o["address"].split(":")[0],
-                        "enabled": o["enabled"],
-                        "healthy": self.health[(pool_id, o["name"])].healthy,
-                        "changed": o["name"] in changed_origins,
-                        "failure_reason": self.health[(pool_id, o["name"])].failure_reason,
-                    }
-                    for o in pool["origins"]
-                ],
+                "origins": origins,
             }
         )
+
+    # ----------------------------------------------------------------- what the edge sees
+
+    def _snapshot(self, delay: float | None = None) -> None:
+        now = time.monotonic()
+        health = {pid: self.origin_health(pid) for pid in self.pools}
+        self._edge.append(
+            EdgeState(
+                now + (self.propagation if delay is None else delay),
+                copy.deepcopy(self.lbs[self.lb_id]),
+                copy.deepcopy(self.pools),
+                health,
+            )
+        )
+        # Keep the newest entry in effect and those still propagating; older ones never apply.
+        in_effect = [i for i, s in enumerate(self._edge) if s.effective_at <= now]
+        if in_effect:
+            del self._edge[: in_effect[-1]]
+
+    def edge_state(self) -> EdgeState:
+        """What the edge applies now: the newest state past its propagation delay."""
+        now = time.monotonic()
+        current = self._edge[0]
+        for state in self._edge:
+            if state.effective_at <= now:
+                current = state
+        return current
+
+    def effective_config(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The configuration the edge applies now (load balancer, pools)."""
+        state = self.edge_state()
+        return state.lb, state.pools
 
     # ----------------------------------------------------------------- views
 
     def pool_view(self, pool_id: str) -> dict[str, Any]:
-        """A pool as the API returns it, with the ``healthy`` flags the SDK's model lacks."""
+        """A pool as the API returns it; ``healthy`` (and origins' ``failure_reason``) only
+        where health is known: Cloudflare guarantees no value while it is unknown."""
         pool = copy.deepcopy(self.pools[pool_id])
-        pool["healthy"] = self.pool_healthy(pool_id)
+        known = self.pool_health(pool_id)
+        if known is not None:
+            pool["healthy"] = known
         for o in pool["origins"]:
-            h = self.health[(pool_id, o["name"])]
-            o["healthy"] = h.healthy
-            o["failure_reason"] = h.failure_reason
+            h = self.health.get((pool_id, o["name"]))
+            if h is not None and h.healthy is not None:
+                o["healthy"] = h.healthy
+                o["failure_reason"] = h.failure_reason
         return pool
-
-    def _snapshot(self, delay: float | None = None) -> None:
-        effective = time.monotonic() + (self.propagation if delay is None else delay)
-        self._config.append(
-            (effective, copy.deepcopy(self.lbs[self.lb_id]), copy.deepcopy(self.pools))
-        )
-        del self._config[:-20]
-
-    def effective_config(self) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        """The configuration the edge applies now: the newest one past its propagation delay."""
-        now = time.monotonic()
-        current = self._config[0]
-        for entry in self._config:
-            if entry[0] <= now:
-                current = entry
-        return current[1], current[2]
 
     # ----------------------------------------------------------------- HTTP
 
@@ -426,59 +764,75 @@ class CloudflareStandIn:
             return error_response(404, "pool not found")
         return web.json_response(envelope(self.pool_view(pool_id)))
 
+    def _pool_patch_error(self, body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return "the body must be a JSON object"
+        unknown = set(body) - POOL_WRITABLE
+        if unknown:
+            return f"unknown fields: {', '.join(sorted(unknown))}"
+        if body.get("monitor") and body["monitor"] not in self.monitors:
+            return f"monitor {body['monitor']} does not exist"
+        origins = body.get("origins", [])
+        if not isinstance(origins, list) or not all(isinstance(o, dict) for o in origins):
+            return "origins must be a list of objects"
+        for o in origins:
+            extra = set(o) - ORIGIN_WRITABLE
+            if extra:
+                return f"origin fields are read-only: {', '.join(sorted(extra))}"
+            if not o.get("name") or not o.get("address"):
+                return "every origin needs a name and an address"
+            if not 0 <= float(o.get("weight", 1)) <= 1:
+                return f"origin {o['name']}: weight must be between 0 and 1"
+        names = [o["name"] for o in origins]
+        if len(names) != len(set(names)):
+            return "origin names must be unique within a pool"
+        return None
+
+    def _reset_changed_health(
+        self, pool_id: str, before: Mapping[str, Any], after: Mapping[str, Any]
+    ) -> None:
+        """Health becomes unknown where the monitor has not seen the new state yet.
+
+        health-details: "Origins are considered down when monitoring is enabled, but the health
+        status is still unknown" (e.g. just re-enabled); a disabled pool or origin is not
+        checked, so its health is unknown as well.
+        """
+        whole = before.get("enabled", True) != after.get("enabled", True) or before.get(
+            "monitor"
+        ) != after.get("monitor")
+        old = {o["name"]: o for o in before["origins"]}
+        for o in after["origins"]:
+            prev = old.get(o["name"])
+            health = self.health.setdefault((pool_id, o["name"]), OriginHealth())
+            if (
+                whole
+                or prev is None
+                or prev.get("enabled", True) != o.get("enabled", True)
+                or prev.get("address") != o.get("address")
+            ):
+                health.reset()
+        for name in set(old) - {o["name"] for o in after["origins"]}:
+            self.health.pop((pool_id, name), None)
+
     async def _patch_pool(self, request: web.Request) -> web.Response:
         pool_id = request.match_info["pool"]
         if pool_id not in self.pools:
             return error_response(404, "pool not found")
         body = await request.json()
+        problem = self._pool_patch_error(body)
+        if problem is not None:
+            return error_response(400, problem)
         pool = self.pools[pool_id]
-        writable = {
-            "enabled",
-            "origins",
-            "minimum_origins",
-            "description",
-            "name",
-            "monitor",
-            "notification_email",
-        }
-        unknown = (
-            set(body)
-            - writable
-            - {
-                "check_regions",
-                "latitude",
-                "longitude",
-                "origin_steering",
-                "load_shedding",
-                "notification_filter",
-            }
-        )
-        if unknown:
-            return error_response(400, f"unknown fields: {', '.join(sorted(unknown))}")
-        if "origins" in body:
-            origins = body["origins"]
-            allowed = {
-                "name",
-                "address",
-                "enabled",
-                "weight",
-                "header",
-                "virtual_network_id",
-                "port",
-            }
-            for o in origins:
-                extra = set(o) - allowed
-                if extra:
-                    return error_response(
-                        400, f"origin fields are read-only: {', '.join(sorted(extra))}"
-                    )
-            for o in origins:
-                self.health.setdefault((pool_id, o["name"]), OriginHealth())
-        for key in set(body) & writable:
-            pool[key] = body[key]
+        before = copy.deepcopy(pool)
+        pool.update(copy.deepcopy(body))
         pool["modified_on"] = stamp()
-        if "enabled" in body:
-            pool["disabled_at"] = None if body["enabled"] else stamp()
+        if "enabled" in body and body["enabled"] != before.get("enabled", True):
+            # API (disabled_at): "This field shows up only if the pool is disabled."
+            if body["enabled"]:
+                pool.pop("disabled_at", None)
+            else:
+                pool["disabled_at"] = stamp()
+        self._reset_changed_health(pool_id, before, pool)
         self._snapshot()
         return web.json_response(envelope(self.pool_view(pool_id)))
 
@@ -486,21 +840,24 @@ class CloudflareStandIn:
         pool_id = request.match_info["pool"]
         if pool_id not in self.pools:
             return error_response(404, "pool not found")
-        pool = self.pools[pool_id]
-        origins = [
-            {
-                o["address"]: {
-                    "healthy": self.health[(pool_id, o["name"])].healthy,
-                    "rtt": self.health[(pool_id, o["name"])].rtt,
-                    "failure_reason": self.health[(pool_id, o["name"])].failure_reason,
-                    "response_code": self.health[(pool_id, o["name"])].response_code or 0,
-                }
+        origins = []
+        for o in self.pools[pool_id]["origins"]:
+            h = self.health.get((pool_id, o["name"]))
+            if not o.get("enabled", True) or h is None or h.healthy is None:
+                continue  # unknown health: no entry rather than a guess
+            check: dict[str, Any] = {
+                "healthy": h.healthy,
+                "rtt": h.rtt,
+                "failure_reason": h.failure_reason,
             }
-            for o in pool["origins"]
-            if o["enabled"]
-        ]
-        healthy = self.pool_healthy(pool_id)
-        pop_health = {loc: {"healthy": healthy, "origins": origins} for loc in LOCATIONS}
+            if h.response_code is not None:
+                check["response_code"] = h.response_code
+            origins.append({o["address"]: check})
+        known = self.pool_health(pool_id)
+        location: dict[str, Any] = {"origins": origins}
+        if known is not None:
+            location["healthy"] = known
+        pop_health = {loc: copy.deepcopy(location) for loc in LOCATIONS}
         return web.json_response(envelope({"pool_id": pool_id, "pop_health": pop_health}))
 
     async def _list_monitors(self, request: web.Request) -> web.Response:
@@ -521,27 +878,66 @@ class CloudflareStandIn:
             return error_response(404, "load balancer not found")
         return web.json_response(envelope(lb))
 
+    def _pool_refs_error(self, body: Mapping[str, Any]) -> str | None:
+        """Pool ids the load balancer names must exist, as Cloudflare validates them."""
+        lists: list[Any] = []
+        if "default_pools" in body:
+            lists.append(body["default_pools"])
+        for key in ("region_pools", "country_pools", "pop_pools"):
+            mapping = body.get(key) or {}
+            if not isinstance(mapping, dict):
+                return f"{key} must be an object"
+            lists.extend(mapping.values())
+        if "region_pools" in body:
+            unknown = set(body["region_pools"] or {}) - set(GEO_REGIONS)
+            if unknown:
+                return f"unknown regions in region_pools: {', '.join(sorted(unknown))}"
+        for ids in lists:
+            if not isinstance(ids, list):
+                return "pool lists must be arrays of pool ids"
+            missing = [i for i in ids if i not in self.pools]
+            if missing:
+                return f"pool {missing[0]} does not exist"
+        fallback = body.get("fallback_pool")
+        if fallback is not None and fallback not in self.pools:
+            return f"fallback pool {fallback} does not exist"
+        return None
+
+    @staticmethod
+    def _rules_error(rules: Any, steering: str) -> str | None:
+        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+            return "rules must be a list of objects"
+        live = [r for r in rules if not r.get("disabled")]
+        if any(str(r.get("condition") or "").strip() for r in live):
+            # The sandbox cannot evaluate Cloudflare's rule expressions (load-balancing-rules/
+            # expressions/); refusing is safer than routing as if a condition were false.
+            return "the sandbox evaluates only rules with an empty condition (always true)"
+        if live and steering == "geo":
+            # geo-steering/: "Custom load balancing rules are incompatible with Geo steering"
+            # and "will not function as expected"; the sandbox does not guess how.
+            return "custom rules are incompatible with geo steering"
+        return None
+
     async def _patch_lb(self, request: web.Request) -> web.Response:
         lb = self.lbs.get(request.match_info["lb"])
         if lb is None:
             return error_response(404, "load balancer not found")
         body = await request.json()
-        writable = {
-            "default_pools",
-            "fallback_pool",
-            "region_pools",
-            "pop_pools",
-            "country_pools",
-            "steering_policy",
-            "session_affinity",
-            "enabled",
-            "proxied",
-            "description",
-            "ttl",
-        }
-        if set(body) - writable:
-            return error_response(400, f"unknown fields: {', '.join(sorted(set(body) - writable))}")
-        lb.update(body)
+        if not isinstance(body, dict):
+            return error_response(400, "the body must be a JSON object")
+        if set(body) - LB_WRITABLE:
+            return error_response(
+                400, f"unknown fields: {', '.join(sorted(set(body) - LB_WRITABLE))}"
+            )
+        if str(body.get("steering_policy", "")) not in STEERING_POLICIES:
+            return error_response(400, f"unknown steering_policy {body['steering_policy']!r}")
+        merged = {**lb, **body}
+        problem = self._pool_refs_error(body) or self._rules_error(
+            merged.get("rules") or [], effective_steering(merged)
+        )
+        if problem is not None:
+            return error_response(400, problem)
+        lb.update(copy.deepcopy(body))
         lb["modified_on"] = stamp()
         self._snapshot()
         return web.json_response(envelope(lb))
@@ -598,17 +994,17 @@ class CloudflareStandIn:
         )
 
 
-def _failure_reason(reason: str) -> str:
-    # Cloudflare's wording for the common cases; the probe's own reason otherwise.
-    if reason.startswith("HTTP "):
-        return f"HTTP status code {reason.split()[1].rstrip(':')} does not match expected codes"
-    if reason.startswith("timeout"):
-        return "TCP connection timed out"
-    if reason == "connection refused":
-        return "TCP connection failed"
-    if reason.startswith("body lacks") or reason.startswith("bad JSON"):
-        return "Response body does not contain expected string"
-    return reason
+def effective_steering(lb: Mapping[str, Any]) -> str:
+    """The steering policy in force; the empty one resolves as the API describes it.
+
+    API (load-balancing_steering_policy): '""' "will map to "geo" if you use
+    region_pools/country_pools/pop_pools otherwise "off"".
+    """
+    policy = str(lb.get("steering_policy") or "")
+    if policy in ("", '""'):
+        mapped = any(lb.get(k) for k in ("region_pools", "country_pools", "pop_pools"))
+        return "geo" if mapped else "off"
+    return policy
 
 
 def _parse_time(text: str) -> datetime:

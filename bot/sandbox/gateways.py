@@ -2,7 +2,11 @@
 
 Each one is switchable at run time: healthy, degraded (a named check failing, 503), down
 (connections refused), erroring (500), slow (answers after a delay), flapping (healthy and
-degraded in turn), and two malformed answers (wrongbody, badjson) for the probe's edge cases.
+degraded in turn), gray (healthy to Cloudflare's monitor only), and two malformed answers
+(wrongbody, badjson) for the probe's edge cases.
+
+As in the seed, the body's ``region`` is the EDGE data center (``cf.colo``): the same whichever
+deployment answered. The deployment that answered is named in the ``X-Gateway-Region`` header.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from bot.sandbox.servers import LocalServer
 
@@ -29,7 +34,11 @@ MODES = (
     "wrongbody",
     "badjson",
 )
-CLOUDFLARE_AGENT = "Cloudflare-Health-Check"  # the seed's monitor sends this User-Agent
+# Cloudflare's health monitor names itself so in its User-Agent (load-balancing/monitors/).
+CLOUDFLARE_AGENT = "Cloudflare-Traffic-Manager"
+COLO_HEADER = "X-Sandbox-Colo"  # the sandbox edge's data center, as cf.colo would give it
+DIRECT_COLO = "IAD"  # cf.colo for a request that came through no sandbox edge
+REGION_HEADER = "X-Gateway-Region"  # the deployment that answered
 
 
 @dataclass
@@ -49,14 +58,14 @@ class GatewayMode:
         return self.mode + extra
 
 
-def health_body(region: str, failing: str | None) -> tuple[int, str]:
+def health_body(colo: str, failing: str | None) -> tuple[int, str]:
     checks = {name: ("error" if name == failing else "ok") for name in CHECKS}
     healthy = failing is None
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     body = {
         "timestamp": stamp,
         "status": "healthy" if healthy else "degraded",
-        "region": region,
+        "region": colo,
         "checks": checks,
     }
     # The gateway's framework writes compact JSON; monitors match on that exact substring.
@@ -70,6 +79,8 @@ class Gateway:
         self.region = region
         self.state = GatewayMode()
         self.requests = 0
+        # The latest /health request's headers, for tests of what the monitor sends.
+        self.last_headers: CIMultiDict[str] = CIMultiDict()
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/", self._root)
@@ -120,6 +131,13 @@ class Gateway:
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        self.last_headers = CIMultiDict(request.headers)
+        response = await self._health_answer(request)
+        response.headers[REGION_HEADER] = self.region
+        return response
+
+    async def _health_answer(self, request: web.Request) -> web.Response:
+        colo = request.headers.get(COLO_HEADER, DIRECT_COLO)
         mode = self.state.mode
         if mode == "down":
             # A pooled keep-alive connection outlives the listener; cut it as a dead host would.
@@ -130,7 +148,7 @@ class Gateway:
             await asyncio.sleep(self.state.delay)
         if mode == "gray" and CLOUDFLARE_AGENT not in request.headers.get("User-Agent", ""):
             # Healthy to Cloudflare's monitor, failing for everyone else: a gray failure.
-            code, body = health_body(self.region, self.state.check)
+            code, body = health_body(colo, self.state.check)
             return web.Response(status=code, text=body, content_type="application/json")
         if mode == "erroring":
             return web.Response(status=500, text="Internal Server Error")
@@ -140,11 +158,13 @@ class Gateway:
             )
         if mode == "wrongbody":
             return web.Response(status=200, text='{"status":"ok"}', content_type="application/json")
-        code, body = health_body(self.region, self._failing_now())
+        code, body = health_body(colo, self._failing_now())
         return web.Response(status=code, text=body, content_type="application/json")
 
     async def _root(self, request: web.Request) -> web.Response:
-        return web.json_response({"service": "gateway", "region": self.region})
+        return web.json_response(
+            {"service": "gateway", "region": self.region}, headers={REGION_HEADER: self.region}
+        )
 
 
 class GatewayControl:

@@ -18,7 +18,7 @@ from bot.fleet import Fleet, load_fleet, parse_fleet
 from bot.relay import build_relay_app
 from bot.sandbox.cloudflare import CloudflareStandIn
 from bot.sandbox.dataplane import GEO_HEADER, DataPlane
-from bot.sandbox.gateways import Gateway, GatewayControl
+from bot.sandbox.gateways import REGION_HEADER, Gateway, GatewayControl
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack import SlackStandIn
 from bot.settings import Settings
@@ -41,6 +41,7 @@ class Sandbox:
         watch: dict[str, str] | None = None,
         operations: dict[str, str] | None = None,
         gamedays: dict[str, object] | None = None,
+        monitor_header: dict[str, list[str]] | None = None,
     ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
@@ -67,7 +68,10 @@ class Sandbox:
             r.origins[0].name: self.gateways[r.name].url for r in self.base.regions.values()
         }
         self.cloudflare = CloudflareStandIn(
-            self._sandbox_fleet(origin_urls), origin_urls, propagation=propagation
+            self._sandbox_fleet(origin_urls),
+            origin_urls,
+            propagation=propagation,
+            monitor_header=monitor_header,
         )
         self.dataplane = DataPlane(self.cloudflare, default_geo=BOT_GEO)
         self.relay_geos = relays
@@ -91,7 +95,9 @@ class Sandbox:
         data["gamedays"] = {"notice": "1h", "weekly": [], "blocked": []} | self.gamedays
         data["public"] = {
             "url": f"{public_url}/health",
-            "served_by": {"json_field": "region"},
+            # The gateway's body names the edge data center (cf.colo), the same whichever pool
+            # answered; the header names the deployment that did.
+            "served_by": {"header": REGION_HEADER},
             "location": f"the bot's location ({BOT_GEO})",
             "geo_header": GEO_HEADER,
         }

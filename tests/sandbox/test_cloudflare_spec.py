@@ -50,6 +50,14 @@ async def drive_every_endpoint(world: Sandbox) -> None:
         await lb.set_pool_enabled(pool.id, False)
         await lb.set_origin_enabled(pool.id, pool.origins[0].name, False)
         async with httpx.AsyncClient() as http:
+            # Writable keys the bot's client does not send, as the description allows them.
+            await http.patch(
+                f"{cf.base_url}/zones/{cf.zone_id}/load_balancers/{cf.lb_id}",
+                json={"rules": [], "country_pools": {}, "pop_pools": {}},
+                headers={"Authorization": f"Bearer {cf.token}"},
+            )
+            await lb.set_pool_enabled(pool.id, True)  # unknown health: no `healthy` key
+            await lb.pool_health(pool.id)
             base = cf.server.url
             await http.post(f"{base}/_sandbox/faults", json={"kind": "forbidden", "times": 1})
             with pytest.raises(ProviderError):
