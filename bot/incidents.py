@@ -1,7 +1,8 @@
 """Incidents and their timelines: opened, joined and closed by the rules of DESIGN.md.
 
-Any PoolDegraded, PoolDown, FailoverTriggered or GrayFailure opens the single open incident or
-joins it; the incident closes once every region it touched has been healthy for ``settle``.
+Any PoolDegraded, PoolDown, FailoverTriggered, NoHealthyPool or GrayFailure opens the single
+open incident or joins it; the incident closes once every region it touched has been healthy for
+``settle``.
 Every change is written with the posts it owes to the channel (the outbox) in one transaction.
 """
 
@@ -28,8 +29,8 @@ TITLES = {
 
 
 def title(event: Event) -> str:
-    if event.stranded:
-        return f"users of {' '.join(event.geos) or event.region} get errors"
+    if event.kind is EventKind.NO_HEALTHY_POOL:
+        return f"no healthy pool for {' '.join(event.geos) or event.region}"
     return TITLES[event.kind].format(region=event.region)
 
 
@@ -134,8 +135,7 @@ class Incidents:
             )
             session.add(entry)
             await session.flush()
-            served = event.kind is EventKind.FAILOVER_TRIGGERED and not event.stranded
-            if served and incident.rto is None:
+            if event.kind is EventKind.FAILOVER_TRIGGERED and incident.rto is None:
                 incident.rto = _seconds(event.at, incident.began_at)
             owe(session, incident, "reply", now, entry)
             owe(session, incident, "update", now)

@@ -62,6 +62,8 @@ class EventKind(StrEnum):
     POOL_DEGRADED = "PoolDegraded"
     POOL_DOWN = "PoolDown"
     FAILOVER_TRIGGERED = "FailoverTriggered"
+    # Geo regions sent to an unhealthy or disabled fallback: not a failover, users get errors.
+    NO_HEALTHY_POOL = "NoHealthyPool"
     GRAY_FAILURE = "GrayFailure"
     TRAFFIC_RESTORED = "TrafficRestored"
     RECOVERED = "Recovered"
@@ -73,7 +75,7 @@ class EventKind(StrEnum):
 
     @property
     def severity(self) -> Severity:
-        if self in (EventKind.POOL_DOWN, EventKind.RTO_EXCEEDED):
+        if self in (EventKind.POOL_DOWN, EventKind.RTO_EXCEEDED, EventKind.NO_HEALTHY_POOL):
             return Severity.CRITICAL
         if self in (EventKind.TRAFFIC_RESTORED, EventKind.RECOVERED):
             return Severity.INFO
@@ -85,6 +87,7 @@ OPENING = frozenset(
         EventKind.POOL_DEGRADED,
         EventKind.POOL_DOWN,
         EventKind.FAILOVER_TRIGGERED,
+        EventKind.NO_HEALTHY_POOL,
         EventKind.GRAY_FAILURE,
     }
 )
@@ -100,12 +103,10 @@ class Event:
     geos: tuple[str, ...] = ()
     to_region: str | None = None
     source: str = "bot"  # bot, cloudflare
-    stranded: bool = False  # its geo regions' users get no healthy answer (errors or a 530)
 
     @property
     def severity(self) -> Severity:
-        # Users getting errors is critical whatever the event's kind.
-        return Severity.CRITICAL if self.stranded else self.kind.severity
+        return self.kind.severity
 
 
 class OriginTrack(BaseModel):
@@ -258,8 +259,8 @@ class Monitor:
     def _traffic(
         self, routes: Mapping[str, Route], region_of: Mapping[str, str], now: datetime
     ) -> list[Event]:
-        """Failover Triggered where Cloudflare sends a geo region somewhere new; Traffic Restored
-        where it sends it home again."""
+        """Failover Triggered where Cloudflare sends a geo region to another healthy pool, No
+        Healthy Pool where to an unhealthy or disabled fallback; Traffic Restored where home."""
 
         def name(pool_id: str | None) -> str:
             return region_of.get(pool_id or "", pool_id or "none")
@@ -278,9 +279,10 @@ class Monitor:
             r = routes[geos[0]]
             to = name(r.pool_id)
             began = self.state.pools[home].outage_since if home in self.state.pools else None
+            kind = EventKind.FAILOVER_TRIGGERED if r.healthy else EventKind.NO_HEALTHY_POOL
             events.append(
                 Event(
-                    EventKind.FAILOVER_TRIGGERED,
+                    kind,
                     now,
                     home,
                     _sent(geos, r, to, home),
@@ -288,7 +290,6 @@ class Monitor:
                     tuple(geos),
                     to,
                     "cloudflare",
-                    stranded=not r.healthy,
                 )
             )
         back: dict[str, list[str]] = {}
@@ -423,7 +424,6 @@ class Monitor:
                     f"{' '.join(geos)} have had no healthy pool for {limit:g} s: {reason}",
                     min(s.unserved_since[g] for g in geos),
                     tuple(geos),
-                    stranded=True,
                 )
             )
         return events

@@ -74,7 +74,11 @@ class Watch:
         whenever the watch happens to read Cloudflare: traffic going back home, and traffic
         going where its blast radius said it would. Any other move is real.
         """
-        moving = (EventKind.FAILOVER_TRIGGERED, EventKind.TRAFFIC_RESTORED)
+        moving = (
+            EventKind.FAILOVER_TRIGGERED,
+            EventKind.NO_HEALTHY_POOL,
+            EventKind.TRAFFIC_RESTORED,
+        )
         if not any(e.kind in moving for e in events):
             return events
         settled = now - timedelta(seconds=self.fleet.operations.settle)

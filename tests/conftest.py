@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -18,6 +19,7 @@ from bot.assembly import Bot, migrated_bot
 from bot.db import schema
 from bot.db.engine import create_engine
 from bot.fleet import Fleet, load_fleet
+from bot.sandbox.dataplane import GEO_HEADER, POOL_HEADER
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import Sandbox
@@ -36,9 +38,20 @@ def fleet() -> Fleet:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    # A fast world: Cloudflare's monitor checks every second, changes propagate in half a second.
-    sandbox = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5)
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """A fast world: Cloudflare's monitor checks every second, changes propagate in half a second.
+
+    On failover.toml; the fixture's parameter (indirect) may name another topology, or be a
+    dict of ``config`` and ``monitor_interval``.
+    """
+    options = getattr(request, "param", {})
+    options = options if isinstance(options, dict) else {"config": options}
+    sandbox = Sandbox(
+        options.get("config", CONFIG),
+        tmp_path,
+        monitor_interval=options.get("monitor_interval", 1.0),
+        propagation=0.5,
+    )
     await sandbox.start()
     yield sandbox
     await sandbox.close()
@@ -121,6 +134,14 @@ async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
     await bot.aclose()
 
 
+async def edge(world: Sandbox, geo: str) -> tuple[int, str | None]:
+    """Ground truth from the sandbox's data plane: (status, pool that served) for a user in
+    ``geo``. It routes by Cloudflare's documentation, not by the bot's code."""
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{world.dataplane.url}/health", headers={GEO_HEADER: geo})
+    return resp.status_code, resp.headers.get(POOL_HEADER)
+
+
 async def eventually(
     predicate: Callable[[], Awaitable[bool]], within: float, every: float = 0.1
 ) -> float:
@@ -144,9 +165,13 @@ FAST = {
 
 
 @pytest.fixture
-async def watching(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Bot]]:
-    """A fast sandbox with a bot that watches (the lease holder), not served over HTTP."""
-    world = Sandbox(CONFIG, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
+async def watching(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Sandbox, Bot]]:
+    """A fast sandbox with a bot that watches (the lease holder), not served over HTTP; on
+    failover.toml or on the topology given as the fixture's parameter (indirect)."""
+    config = getattr(request, "param", CONFIG)
+    world = Sandbox(config, tmp_path, monitor_interval=1.0, propagation=0.5, watch=FAST)
     await world.start()
     settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp_path}/watch.db")
     bot = await migrated_bot(settings, watch=True)

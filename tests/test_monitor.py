@@ -148,7 +148,7 @@ def test_failover_and_traffic_restored_from_cloudflare(fleet: Fleet) -> None:
         ("WNAM", "ENAM", "NSAM", "SSAM"),
     )
     assert failover.evidence == "Cloudflare sends WNAM ENAM NSAM SSAM to eu-west"
-    assert not failover.stranded and failover.severity is Severity.WARNING
+    assert failover.severity is Severity.WARNING
     assert read(m, 35, us_east=False) == []  # no repeat
     up(m, "us-east", 40)
     [restored] = read(m, 50)
@@ -160,7 +160,7 @@ def test_seed_literal_us_east_outage_is_no_failover_and_exceeds_the_rto(seed: Fl
     m = warmed(seed)
     down(m, "us-east", 10)
     [stranded] = read(m, 20, us_east=False)
-    assert stranded.kind is EventKind.FAILOVER_TRIGGERED and stranded.stranded
+    assert stranded.kind is EventKind.NO_HEALTHY_POOL
     assert stranded.severity is Severity.CRITICAL and stranded.to_region == "us-east"
     assert "failed over" not in stranded.evidence
     assert stranded.evidence == (
@@ -183,7 +183,7 @@ def test_seed_literal_eu_west_outage_goes_to_the_healthy_fallback(seed: Fleet) -
     m = warmed(seed)
     down(m, "eu-west", 10)
     [moved] = read(m, 20, eu_west=False)
-    assert moved.kind is EventKind.FAILOVER_TRIGGERED and not moved.stranded
+    assert moved.kind is EventKind.FAILOVER_TRIGGERED
     assert (
         moved.to_region == "us-east" and "the fallback us-east, which is healthy" in moved.evidence
     )
@@ -203,7 +203,7 @@ def test_moving_on_from_one_destination_to_another_is_said(fleet: Fleet) -> None
 def test_a_disabled_fallback_means_530(seed: Fleet) -> None:
     m = warmed(seed)
     [e] = read(m, 5, enabled={"us-east": False})
-    assert e.stranded and "Cloudflare's 530 (error 1016)" in e.evidence
+    assert e.kind is EventKind.NO_HEALTHY_POOL and "Cloudflare's 530 (error 1016)" in e.evidence
     assert m.state.stranded["WNAM"] == (
         "the fallback us-east is disabled: users get Cloudflare's 530 (error 1016)"
     )

@@ -43,7 +43,13 @@ async def test_a_disabled_pool_is_shown_and_its_traffic_moves(served: Served) ->
 async def test_check_passes_on_the_sandbox_as_planned(served: Served) -> None:
     [reply] = (await served.user.command("check")).replies
     shown = render_message(reply)
-    assert shown.splitlines()[0] == "✅ api.erlvinc.com matches the plan: 16 checks pass"
+    assert shown.splitlines()[0] == "✅ api.erlvinc.com: 27 checks pass"
+    assert "The plan as Cloudflare will run it (the live load balancer)" in shown
+    assert (
+        "failover path of WNAM ENAM NSAM SSAM: us-east → eu-west → apac-sg → fallback us-east"
+        in shown
+    )
+    assert "which pool served a user: the header X-Gateway-Region names the deployment" in shown
 
 
 async def test_check_says_what_differs_and_how_to_fix_it(served: Served) -> None:
@@ -55,7 +61,7 @@ async def test_check_says_what_differs_and_how_to_fix_it(served: Served) -> None
     await fault(served.world, kind="events_forbidden")
     [reply] = (await served.user.command("check")).replies
     shown = render_message(reply)
-    assert shown.splitlines()[0] == "❌ api.erlvinc.com: 4 of 16 checks differ from the plan"
+    assert shown.splitlines()[0] == "❌ api.erlvinc.com: 4 of 27 checks fail"
     assert "❌ monitor method and path: live GET /healthz, plan GET /health" in shown
     assert "fix: edit the monitor (Traffic → Load Balancing → Manage Monitors)" in shown
     assert "❌ session affinity: live none, plan ip_cookie" in shown

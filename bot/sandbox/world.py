@@ -46,6 +46,7 @@ class Sandbox:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
         self.base: Fleet = load_fleet(self.base_config)
+        self.propagation = propagation
         self.monitor_interval = monitor_interval
         # The watch at sandbox speed: a failover happens in seconds, so look every second or two.
         self.watch = {
@@ -87,6 +88,8 @@ class Sandbox:
             region["origins"] = [{**first, "url": origin_urls[first["name"]]}]
             region["minimum_origins"] = 1
         data.setdefault("monitor", {})["interval"] = f"{self.monitor_interval:g}s"
+        # The bot's detection budgets count the stand-in's real propagation delay.
+        data["load_balancer"]["propagation"] = f"{self.propagation:g}s"
         data["watch"] = data.get("watch", {}) | self.watch
         # The console's operator may act, and so may the on-call group; one approver.
         data["access"] = {"operators": ["U0OPERATOR", "S0ONCALL"], "approvers": ["U0APPROVER"]}

@@ -21,6 +21,7 @@ KIND_LABEL = {
     "PoolDegraded": "Pool Degraded",
     "PoolDown": "Pool Down",
     "FailoverTriggered": "Failover Triggered",
+    "NoHealthyPool": "No Healthy Pool",
     "GrayFailure": "Gray Failure",
     "TrafficRestored": "Traffic Restored",
     "Recovered": "Recovered",

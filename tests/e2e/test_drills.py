@@ -7,19 +7,17 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 
 from bot.db import schema
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import Incident, Operation
-from bot.sandbox.dataplane import GEO_HEADER
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import free_port
 from bot.sandbox.slack_client import SlackUser
 from bot.sandbox.world import CHANNEL, Sandbox
 
-from ..conftest import CONFIG, FAST, eventually
+from ..conftest import CONFIG, FAST, edge, eventually
 from .conftest import Ops, serve_environment, start_serve
 
 
@@ -128,21 +126,19 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
             return op is not None and op.state == "holding"
 
         await eventually(holding, within=20)
-        eu = next(p for p in world.cloudflare.pools.values() if p["name"] == "foundation-eu-west")
-        assert eu["enabled"] is False
+
+        def eu_enabled() -> bool:
+            pools = world.cloudflare.pools.values()
+            return bool(next(p for p in pools if p["name"] == "foundation-eu-west")["enabled"])
+
+        assert not eu_enabled()
         first.send_signal(signal.SIGKILL)
         await first.wait()
         restarted = asyncio.get_running_loop().time()
         second = await start_serve(env)
 
         async def serving_again() -> bool:
-            async with httpx.AsyncClient() as http:
-                resp = await http.get(world.dataplane.url + "/health", headers={GEO_HEADER: "WEU"})
-            return (
-                eu["enabled"] is True
-                and resp.status_code == 200
-                and '"region":"eu-west"' in resp.text
-            )
+            return eu_enabled() and await edge(world, "WEU") == (200, "foundation-eu-west")
 
         await eventually(serving_again, within=15)
         took = asyncio.get_running_loop().time() - restarted

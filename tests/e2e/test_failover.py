@@ -1,77 +1,154 @@
-"""The seed's scenarios on the sandbox: Cloudflare's monitor notices, the data plane moves users."""
+"""The seed's scenarios and Cloudflare's routing cases, end to end, each held against the ground
+truth: what the sandbox's data plane answers users (it routes by Cloudflare's documentation and
+shares no code with the bot), and, separately, what the bot says about it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import pytest
 
 from bot.sandbox.dataplane import GEO_HEADER
 from bot.sandbox.render import render_message
-from bot.userview import served_by
 
-from ..conftest import Served, eventually
+from ..conftest import SEED_LITERAL, Served, edge, eventually
+
+LITERAL = pytest.mark.parametrize("world", [SEED_LITERAL], indirect=True)
+US, EU, AP = "foundation-us-east", "foundation-eu-west", "foundation-apac-sg"
 
 
-async def serving(served: Served, geo: str) -> tuple[int, str | None, str | None]:
-    """(status, serving region, Retry-After) for a user in ``geo`` now."""
-    public = served.bot.fleet.public
-    assert public is not None
-    async with httpx.AsyncClient() as http:
-        resp = await http.get(public.url, headers={GEO_HEADER: geo})
-    region, _ = served_by(public.served_by, resp.headers, resp.content)
-    return resp.status_code, region, resp.headers.get("Retry-After")
+async def status(served: Served, args: str = "") -> tuple[str, str]:
+    """(the verdict, the whole reply as Slack shows it)."""
+    [reply] = (await served.user.command(f"status {args}".strip())).replies
+    return reply["text"], render_message(reply)
+
+
+async def reaches(
+    served: Served, geo: str, expected: tuple[int, str | None], within: float
+) -> float:
+    async def there() -> bool:
+        return await edge(served.world, geo) == expected
+
+    return await eventually(there, within=within)
 
 
 async def test_single_region_outage_fails_over_and_rejoins(served: Served) -> None:
-    assert await serving(served, "WNAM") == (200, "us-east", None)
+    assert await edge(served.world, "WNAM") == (200, US)
     await served.world.gateways["us-east"].set_mode("down")
-
-    async def wnam_on_eu_west() -> bool:
-        return await serving(served, "WNAM") == (200, "eu-west", None)
-
-    rto = await eventually(wnam_on_eu_west, within=10)
+    rto = await reaches(served, "WNAM", (200, EU), within=10)
     assert rto < 30  # the seed's target; the monitor checks every second here
-    [reply] = (await served.user.command("status")).replies
-    verdict = reply["text"]
+    verdict, shown = await status(served)
     assert "us-east down: connection refused" in verdict
     assert "traffic of WNAM ENAM NSAM SSAM failed over to eu-west" in verdict
-    shown = render_message(reply)
     assert "Cloudflare: unhealthy: TCP connection failed" in shown
     assert "eu-west ← WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF" in shown
     assert "relay WNAM: HTTP 200" in shown and "served by eu-west" in shown
 
     await served.world.gateways["us-east"].set_mode("healthy")
-
-    async def wnam_home() -> bool:
-        return await serving(served, "WNAM") == (200, "us-east", None)
-
-    assert await eventually(wnam_home, within=10) < 60  # rejoin target
+    assert await reaches(served, "WNAM", (200, US), within=10) < 60  # rejoin target
 
 
-async def test_multi_region_outage_then_the_fallback_answers_503_with_retry_after(
+@LITERAL
+async def test_seed_literal_us_east_outage_leaves_its_users_on_the_dead_fallback(
     served: Served,
 ) -> None:
+    await served.world.gateways["us-east"].set_mode("down")
+    # Truth: North America stays on the fallback, us-east itself, and gets Cloudflare's 521.
+    await reaches(served, "WNAM", (521, US), within=10)
+    assert await edge(served.world, "WEU") == (200, EU)
+    verdict, _ = await status(served)  # at once: Cloudflare's monitor needs 2 checks to notice
+    assert "Cloudflare has not noticed yet" in verdict and "gray failure" not in verdict
+    stranded = (
+        "WNAM ENAM NSAM SSAM have no healthy pool; Cloudflare sends them to the fallback us-east, "
+        "so users there get errors"
+    )
+
+    async def noticed() -> bool:
+        return stranded in (await status(served))[0]
+
+    await eventually(noticed, within=10)
+    assert await edge(served.world, "WNAM") == (521, US)  # still the truth once it has noticed
+    verdict, shown = await status(served)
+    assert verdict.startswith(":rotating_light: Failover status: us-east down: connection refused")
+    assert "users at relay WNAM get HTTP 521" in verdict
+    assert "failed over" not in verdict
+    assert "no healthy pool, on the unhealthy fallback: users get errors" in shown
+
+
+@LITERAL
+async def test_seed_literal_eu_west_outage_goes_to_the_healthy_fallback(served: Served) -> None:
+    await served.world.gateways["eu-west"].set_mode("degraded", check="d1")
+    await reaches(served, "WEU", (200, US), within=10)
+    verdict, shown = await status(served)
+    assert "eu-west down: d1 error" in verdict
+    assert "traffic of WEU EEU ME NAF SAF failed over to the fallback us-east" in verdict
+    assert "on the fallback: no healthy pool in their list (from eu-west)" in shown
+
+
+async def test_multi_region_outage_then_all_down(served: Served) -> None:
     gateways = served.world.gateways
     await gateways["us-east"].set_mode("down")
     await gateways["eu-west"].set_mode("down")
+    for geo in ("WNAM", "WEU", "SEAS"):
+        await reaches(served, geo, (200, AP), within=10)
+    verdict, _ = await status(served)
+    assert "traffic of WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF failed over to apac-sg" in verdict
 
-    async def all_on_apac() -> bool:
-        return all([(await serving(served, g))[1] == "apac-sg" for g in ("WNAM", "WEU", "SEAS")])
-
-    await eventually(all_on_apac, within=10)
     await gateways["apac-sg"].set_mode("degraded", check="d1")
-
-    async def exhausted() -> bool:
-        status, _, retry_after = await serving(served, "WEU")
-        return status == 503 and retry_after is not None
-
-    await eventually(exhausted, within=10)
-    [reply] = (await served.user.command("status")).replies
-    verdict = reply["text"]
+    # Truth: every geo region falls to the fallback us-east, whose origin refuses: 521, as the
+    # edge passes it on; no Retry-After is invented (the seed's table expected one).
+    await reaches(served, "WEU", (521, US), within=10)
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(served.world.dataplane.url + "/health", headers={GEO_HEADER: "OC"})
+    assert resp.status_code == 521 and "Retry-After" not in resp.headers
+    verdict, _ = await status(served)
     assert (
-        "traffic of WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF OC SAS SEAS NEAS falls back to us-east"
-        in verdict
+        "WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF OC SAS SEAS NEAS have no healthy pool; Cloudflare "
+        "sends them to the fallback us-east, so users there get errors" in verdict
     )
-    assert "users at relay WEU get HTTP 503" in verdict
-    shown = render_message(reply)
-    assert "on the fallback pool: no healthy pool left" in shown
-    assert "Retry-After 30" in shown
+    assert "users at relay WEU get HTTP 521" in verdict
+
+
+@LITERAL
+async def test_a_disabled_fallback_answers_530(served: Served) -> None:
+    lb = served.bot.loadbalancer
+    assert lb is not None
+    us = next(p for p in await lb.pools() if p.name == US)
+    await lb.set_pool_enabled(us.id, False)
+
+    async def error_1016() -> bool:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(
+                served.world.dataplane.url + "/health", headers={GEO_HEADER: "ENAM"}
+            )
+        return resp.status_code == 530 and "1016" in resp.text
+
+    await eventually(error_1016, within=5)
+    verdict, _ = await status(served)
+    assert (
+        "WNAM ENAM NSAM SSAM have no healthy pool; the fallback us-east is disabled, so users "
+        "there get Cloudflare's 530 (error 1016)" in verdict
+    )
+
+
+@pytest.mark.parametrize("world", [{"monitor_interval": 30.0}], indirect=True)
+async def test_a_re_enabled_pool_gets_no_traffic_until_it_is_checked(served: Served) -> None:
+    # Cloudflare's monitor checks every 30 s here, so the unknown health lasts until check_now().
+    lb = served.bot.loadbalancer
+    assert lb is not None
+    eu = next(p for p in await lb.pools() if p.name == EU)
+    await lb.set_pool_enabled(eu.id, False)
+    await reaches(served, "WEU", (200, US), within=5)
+    await lb.set_pool_enabled(eu.id, True)
+    assert (await lb.pool(eu.id)).healthy is None  # Cloudflare has not checked it yet
+    await asyncio.sleep(1)  # past the propagation delay: enabled at the edge, still unknown
+    assert await edge(served.world, "WEU") == (200, US)
+    verdict, shown = await status(served)
+    assert "Cloudflare: health unknown until its first check since it was enabled" in shown
+    assert "us-east ← WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF" in shown
+    assert "WEU EEU ME NAF SAF failed over from eu-west" in shown
+    await served.world.cloudflare.check_now()
+    await reaches(served, "WEU", (200, EU), within=5)
+    verdict, shown = await status(served)
+    assert verdict.endswith("all healthy")
