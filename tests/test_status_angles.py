@@ -37,7 +37,7 @@ async def test_a_disabled_pool_is_shown_and_its_traffic_moves(served: Served) ->
     shown = render_message(reply)
     assert "⚪ apac-sg (tertiary) · pool `foundation-apac-sg` · disabled" in shown
     assert "Cloudflare: pool disabled (no traffic, no health checks)" in shown
-    assert "OC SAS SEAS NEAS failed over from apac-sg" in shown
+    assert "OC SAS SEAS NEAS: failed over from apac-sg" in shown
 
 
 async def test_check_passes_on_the_sandbox_as_planned(served: Served) -> None:

@@ -82,7 +82,7 @@ def _routing_block(status: FleetStatus) -> Block | None:
     policy = f"{lb.steering_policy or 'default'} steering" if lb else "steering"
     lines = [f"*Routing* (Cloudflare's {policy}, by its own health)"]
     for region, geos in by_pool.items():
-        notes = [f"{' '.join(g)} {note}" for (to, note), g in moved.items() if to == region]
+        notes = [f"{' '.join(g)}: {note}" for (to, note), g in moved.items() if to == region]
         extra = f"  _({'; '.join(notes)})_" if notes else ""
         lines.append(f"• *{region}* ← {' '.join(geos)}{extra}")
     return section("\n".join(lines))
@@ -101,10 +101,24 @@ def _route_note(status: FleetStatus, route: Route) -> str:
     return f"failed over from {home}"
 
 
+# Cloudflare's own error pages (support: "Troubleshooting Cloudflare 5XX errors"): no origin
+# answered, so nothing names the region that served.
+EDGE_ERRORS = {
+    520: "an unknown error from the origin",
+    521: "the origin refused the connection",
+    522: "the connection to the origin timed out",
+    523: "the origin is unreachable",
+    524: "the origin did not answer in time",
+    530: "no origin to send it to (error 1016 when the fallback is disabled)",
+}
+
+
 def _public_line(check: PublicCheck) -> str:
     if check.error:
         return f"• {check.where}: *{check.error}*"
     served = check.region or (f"unknown (answer said {check.said!r})" if check.said else "unknown")
+    if check.region is None and check.status in EDGE_ERRORS:
+        served = f"Cloudflare's edge: {EDGE_ERRORS[check.status]}"
     latency = f", {format_duration(check.latency)}" if check.latency is not None else ""
     retry = f", Retry-After {check.retry_after}" if check.retry_after and not check.ok else ""
     mark = "" if check.ok else "*"

@@ -28,7 +28,7 @@ def _line(row: Row) -> str:
 
 
 def whatif_reply(w: WhatIf, source: str) -> Reply:
-    what = " and ".join(f"{region} {state}" for region, state in w.changes.items())
+    what = " and ".join(f"{region} is {state}" for region, state in w.changes.items())
     stranded = [g for r in w.rows if not r.healthy for g in r.geos]
     moved = [g for r in w.rows if r.healthy and r.moves for g in r.geos]
     if stranded:
