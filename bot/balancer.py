@@ -52,6 +52,17 @@ class LoadBalancerInfo:
     pop_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rules: int = 0  # custom load-balancing rules that are not disabled
 
+    @property
+    def pools_used(self) -> tuple[str, ...]:
+        """Every pool id the load balancer can send traffic to, default pools first."""
+        listed = [*self.default_pools]
+        for mapping in (self.region_pools, self.country_pools, self.pop_pools):
+            for ids in mapping.values():
+                listed += ids
+        if self.fallback_pool:
+            listed.append(self.fallback_pool)
+        return tuple(dict.fromkeys(listed))
+
 
 @dataclass(frozen=True)
 class MonitorInfo:

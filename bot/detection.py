@@ -2,7 +2,8 @@
 
 Cloudflare's monitors page (developers.cloudflare.com/load-balancing/monitors): a check runs
 every ``interval``; ``consecutive_down`` / ``consecutive_up`` checks in a row change an endpoint's
-health (0 means 1); ``retries`` are made at once, only after a timeout of ``timeout`` s. Then the
+health (0 means 1); ``retries`` are made at once, only after a timeout of ``timeout`` s, so a check
+of an origin that times out takes (1 + retries) × timeout. Then the
 edge applies the change after a propagation delay for which Cloudflare gives no figure (the plan's
 ``load_balancer.propagation``).
 """
@@ -37,7 +38,7 @@ class Detection:
 
     def down(self, timeouts: bool = False) -> float:
         """Seconds from a fault until the edge steers around it, at worst."""
-        waited = self.retries * self.timeout if timeouts else 0.0
+        waited = (1 + self.retries) * self.timeout if timeouts else 0.0
         return self.interval * self.consecutive_down + waited + self.propagation
 
     def up(self) -> float:
@@ -47,13 +48,17 @@ class Detection:
     def explain_down(self) -> str:
         checks = "check" if self.consecutive_down == 1 else "checks"
         text = (
-            f"monitor every {format_duration(self.interval)} × {self.consecutive_down} {checks} "
-            f"+ propagation {format_duration(self.propagation)} = about "
-            f"{format_duration(self.down())}"
+            f"monitor every {_s(self.interval)} × {self.consecutive_down} {checks} "
+            f"+ propagation {_s(self.propagation)} = about {_s(self.down())}"
         )
-        if self.retries:
-            text += (
-                f" ({format_duration(self.down(timeouts=True))} when origins time out: "
-                f"{self.retries} retries × {format_duration(self.timeout)})"
-            )
-        return text
+        return text + (
+            f" ({_s(self.down(timeouts=True))} when origins time out: each check then waits "
+            f"{_s(self.timeout)} and retries {self.retries} times)"
+        )
+
+
+def _s(seconds: float) -> str:
+    """Seconds as people write them: 5 s, 0.5 s, 1m05s."""
+    if seconds < 60 and float(seconds).is_integer():
+        return f"{seconds:.0f} s"
+    return format_duration(seconds)

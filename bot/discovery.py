@@ -6,6 +6,7 @@ from typing import Any
 
 from bot.balancer import LiveView, PoolInfo
 from bot.fleet import parse_fleet
+from bot.routing import effective_policy
 
 ROLES = ("primary", "secondary", "tertiary")
 
@@ -29,7 +30,7 @@ def plan_from_live(live: LiveView, public_url: str | None = None) -> dict[str, A
     """The topology file's data for ``live``; it validates as a Fleet before it is returned."""
     lb = live.load_balancer
     ordered = [live.pools[p] for p in lb.default_pools if p in live.pools]
-    ordered += [p for p in live.pools.values() if p not in ordered and _referenced(lb, p.id)]
+    ordered += [p for p in live.pools.values() if p not in ordered and p.id in lb.pools_used]
     region_of = _region_names(ordered)
     monitor = live.monitor
     scheme = "https" if monitor is None or monitor.type != "http" else "http"
@@ -37,7 +38,7 @@ def plan_from_live(live: LiveView, public_url: str | None = None) -> dict[str, A
         "load_balancer": {
             "name": lb.name,
             "hostname": lb.name,
-            "steering_policy": lb.steering_policy,
+            "steering_policy": effective_policy(lb),
             "session_affinity": lb.session_affinity,
             "default_pools": [region_of[p] for p in lb.default_pools if p in region_of],
             "fallback_pool": region_of.get(
@@ -81,7 +82,3 @@ def plan_from_live(live: LiveView, public_url: str | None = None) -> dict[str, A
         }
     parse_fleet(data, "discovered topology")
     return data
-
-
-def _referenced(lb: Any, pool_id: str) -> bool:
-    return pool_id == lb.fallback_pool or any(pool_id in ids for ids in lb.region_pools.values())

@@ -23,7 +23,16 @@ from bot.loadbalancer.port import LoadBalancer
 from bot.logs import operation_id
 from bot.notifier import OperationNotifier, OperationView
 from bot.routing import routing_table
-from bot.safety import Assessment, InFlight, Proposal, Rule, assess
+from bot.safety import (
+    Assessment,
+    BlastRow,
+    InFlight,
+    Proposal,
+    Rule,
+    after_change,
+    assess,
+    blast_radius,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ def view_of(op: Operation) -> OperationView:
         break_glass=list(op.break_glass or []),
         applied_at=op.applied_at,
         expires_at=op.expires_at,
-        blast=[tuple(row) for row in (op.detail or {}).get("blast", [])],
+        blast=[BlastRow.from_stored(row) for row in (op.detail or {}).get("blast", [])],
         lines=list((op.detail or {}).get("lines", [])),
     )
 
@@ -171,7 +180,7 @@ class Drains:
                 channel=self.channel,
                 detail={
                     "length": length,
-                    "blast": [[r.geo, r.now, r.after, r.after_healthy] for r in a.blast],
+                    "blast": [r.stored() for r in a.blast],
                     "needs_approval": a.needs_approval,
                     **(extra or {}),
                 },
@@ -399,13 +408,18 @@ class Drains:
         lb = self._lb()
         async with self.sessions() as session:
             op = await self._load(session, op_id)
-        pool = (await lb.live_view(self.fleet.load_balancer.hostname)).pool_by_name(
-            self.fleet.regions[op.region].pool
-        )
+        view = await lb.live_view(self.fleet.load_balancer.hostname)
+        pool = view.pool_by_name(self.fleet.regions[op.region].pool)
         if pool is None:
             raise ProviderError(f"pool of {op.region} not found")
         now = self.clock()
         if op.state == "applying":
+            # The blast radius of now, not of when it was asked: the watch keeps these moves,
+            # and only these, out of incidents.
+            blast = blast_radius(self.fleet, view, after_change(view, pool, op.origin))
+            async with self.sessions.begin() as session:
+                stored = await self._load(session, op_id)
+                stored.detail = {**(stored.detail or {}), "blast": [r.stored() for r in blast]}
             if op.origin:
                 await lb.set_origin_enabled(pool.id, op.origin, False)
             else:

@@ -378,7 +378,7 @@ class Drills:
                 "saved": {"pool_id": pool.id, "enabled": pool.enabled},
                 "geos": geos,
                 # Where its traffic will go: the watch keeps these moves out of incidents.
-                "blast": [[r.geo, r.now, r.after, r.after_healthy] for r in after],
+                "blast": [r.stored() for r in after],
             }
             journal(
                 session,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from bot.balancer import PoolInfo
 from bot.durations import parse_duration
 from bot.errors import ConfigError
 
@@ -323,6 +325,10 @@ class Fleet(_Model):
 
     def region_of_pool(self, pool_name: str) -> str | None:
         return next((r.name for r in self.regions.values() if r.pool == pool_name), None)
+
+    def region_names(self, pools: Iterable[PoolInfo]) -> dict[str, str]:
+        """Pool id -> the region it is in failover.toml, or the pool's own name when it is not."""
+        return {p.id: self.region_of_pool(p.name) or p.name for p in pools}
 
     def region(self, name: str) -> Region:
         return self.regions[name]

@@ -33,6 +33,7 @@ class Dashboard:
     regions: dict[str, str]  # region -> state
     cloudflare: dict[str, str]  # region -> Cloudflare's health
     moved: dict[str, str]  # geo -> region serving it instead of its own
+    stranded: dict[str, str] = field(default_factory=dict)  # geo -> what its users get instead
     incidents: list[str] = field(default_factory=list)
     operations: list[str] = field(default_factory=list)
     next_game_day: str | None = None
@@ -85,7 +86,8 @@ class Home:
         return Dashboard(
             regions=regions,
             cloudflare=cloudflare,
-            moved=dict(state.failed_over),
+            moved={g: r for g, r in state.failed_over.items() if g not in state.stranded},
+            stranded=dict(state.stranded),
             incidents=[
                 f"#{i.id} {i.title} ({i.severity}), began {i.began_at:%H:%M} UTC" for i in incidents
             ],

@@ -26,7 +26,7 @@ from bot.detection import Detection
 from bot.fleet import Fleet
 from bot.observations import Outcome, ProbeResult
 from bot.planned import planned_view
-from bot.routing import Route, Users, Via, routing_table
+from bot.routing import Route, Users, Via, routing_table, stranded_users
 
 
 class PoolState(StrEnum):
@@ -137,6 +137,7 @@ class MonitorState(BaseModel):
     routes: dict[str, str] = Field(default_factory=dict)  # geo -> region serving it, as last read
     failed_over: dict[str, str] = Field(default_factory=dict)  # geo -> region, not its own
     stranded: dict[str, str] = Field(default_factory=dict)  # geo -> what its users get instead
+    route_users: dict[str, Users] = Field(default_factory=dict)  # geo -> when not served healthily
     destinations: dict[str, str] = Field(default_factory=dict)  # geo -> where, when away
     homes: dict[str, str] = Field(default_factory=dict)  # geo -> its own region
     unserved_since: dict[str, datetime] = Field(default_factory=dict)  # no healthy pool since
@@ -149,6 +150,30 @@ class MonitorState(BaseModel):
 PROBES_FAIL = "probes fail"  # the bot's probes fail, Cloudflare marks the pool healthy
 PROBES_PASS = "probes pass"  # the bot's probes pass, Cloudflare marks the pool unhealthy
 MARGIN = 1.0  # seconds: the watch's own tick
+
+
+def disagreement(
+    enabled: bool,
+    cloudflare_healthy: bool | None,
+    probes: Mapping[str, bool | None],
+    cloudflare_origins: Iterable[str] | None,
+    minimum_origins: int,
+) -> str | None:
+    """How the probes and Cloudflare disagree about one pool, if they do.
+
+    ``probes`` is each origin's health by the bot (None: not known); only the origins Cloudflare
+    has enabled count (``cloudflare_origins``, None: all), since a drained origin is no fault.
+    """
+    if not enabled or cloudflare_healthy is None:
+        return None  # drained, or Cloudflare has not checked it yet
+    names = list(probes) if cloudflare_origins is None else list(cloudflare_origins)
+    verdicts = [probes[n] for n in names if n in probes]
+    if any(v is None for v in verdicts):
+        return None
+    probes_healthy = sum(1 for v in verdicts if v) >= minimum_origins
+    if probes_healthy == cloudflare_healthy:
+        return None
+    return PROBES_PASS if probes_healthy else PROBES_FAIL
 
 
 @dataclass
@@ -279,13 +304,14 @@ class Monitor:
             r = routes[geos[0]]
             to = name(r.pool_id)
             began = self.state.pools[home].outage_since if home in self.state.pools else None
-            kind = EventKind.FAILOVER_TRIGGERED if r.healthy else EventKind.NO_HEALTHY_POOL
+            stranded = self._stranded(r.users, to)
+            kind = EventKind.NO_HEALTHY_POOL if stranded else EventKind.FAILOVER_TRIGGERED
             events.append(
                 Event(
                     kind,
                     now,
                     home,
-                    _sent(geos, r, to, home),
+                    _sent(geos, r, to, home, stranded),
                     began,
                     tuple(geos),
                     to,
@@ -312,8 +338,27 @@ class Monitor:
         s.destinations, s.homes = destinations, homes
         s.routes = {geo: name(r.pool_id) for geo, r in routes.items()}
         s.failed_over = {geo: s.routes[geo] for geo, r in routes.items() if r.failed_over}
-        s.stranded = {geo: _users(r, s.routes[geo]) for geo, r in routes.items() if not r.healthy}
+        s.route_users = {geo: r.users for geo, r in routes.items() if not r.healthy}
+        self._refresh_stranded()
         return events
+
+    def _stranded(self, users: Users, to: str) -> str | None:
+        """What users sent to ``to`` get when it is not a healthy pool; None when served.
+
+        Cloudflare sends them to the fallback whatever its health, and they get what its origins
+        answer: the probes of the fallback tell whether that is errors.
+        """
+        if users is Users.SERVED:
+            return None
+        state = self.state.pools[to].state if to in self.state.pools else None
+        if users is Users.ORIGIN_ERRORS and state is PoolState.HEALTHY:
+            return None  # Cloudflare marks it unhealthy, but its origins answer the probes
+        return stranded_users(users, to, state is PoolState.DOWN)
+
+    def _refresh_stranded(self) -> None:
+        s = self.state
+        stranded = {g: self._stranded(u, s.routes.get(g, "none")) for g, u in s.route_users.items()}
+        s.stranded = {g: text for g, text in stranded.items() if text is not None}
 
     def _gray(self, region: str, now: datetime) -> list[Event]:
         """A Gray Failure once the probes and Cloudflare disagree for longer than Cloudflare
@@ -346,17 +391,10 @@ class Monitor:
 
     @staticmethod
     def _disagreement(pool: PoolTrack) -> str | None:
-        if not pool.cf_enabled or pool.cf_healthy is None:
-            return None  # drained, or Cloudflare has not checked it yet
-        names = pool.cf_origins if pool.cf_origins is not None else list(pool.origins)
-        # Only the origins Cloudflare sends traffic to count: a drained origin is not a fault.
-        tracks = [pool.origins[n] for n in names if n in pool.origins]
-        if any(t.healthy is None for t in tracks):
-            return None
-        probes_healthy = sum(1 for t in tracks if t.healthy) >= pool.cf_minimum
-        if probes_healthy == pool.cf_healthy:
-            return None
-        return PROBES_PASS if probes_healthy else PROBES_FAIL
+        probes = {name: o.healthy for name, o in pool.origins.items()}
+        return disagreement(
+            pool.cf_enabled, pool.cf_healthy, probes, pool.cf_origins, pool.cf_minimum
+        )
 
     def gray_budget(self, pool: PoolTrack) -> float | None:
         """Seconds a disagreement may last before it is a Gray Failure (None: Cloudflare unread)."""
@@ -382,6 +420,7 @@ class Monitor:
         """
         s = self.state
         if s.cloudflare_read_at is not None:
+            self._refresh_stranded()  # the probes may have changed their mind since the read
             return {g: (to, s.homes.get(g, to), s.stranded.get(g)) for g, to in s.routes.items()}
         healthy = {r: p.state is not PoolState.DOWN for r, p in s.pools.items()}
         view = planned_view(self.fleet, healthy)
@@ -389,7 +428,7 @@ class Monitor:
         for geo, r in routing_table(view.load_balancer, view.pools).items():
             to = self.fleet.region_of_pool(r.pool_id or "") or "none"
             home = self.fleet.region_of_pool(r.preferred or "") or "none"
-            out[geo] = (to, home, None if r.healthy else _users(r, to))
+            out[geo] = (to, home, None if r.healthy else stranded_users(r.users, to, True))
         return out
 
     def _unserved(self, now: datetime) -> list[Event]:
@@ -397,7 +436,7 @@ class Monitor:
         s, limit = self.state, self.fleet.watch.rto_alert
         why: dict[str, str] = {}
         exposure = self._exposure()
-        for geo, (to, _, stranded) in exposure.items():
+        for geo, (to, home, stranded) in exposure.items():
             pool = s.pools.get(to)
             if stranded is None and not (pool and pool.state is PoolState.DOWN):
                 s.unserved_since.pop(geo, None)
@@ -406,7 +445,9 @@ class Monitor:
             why[geo] = (
                 stranded or f"Cloudflare still sends them to {to}, which the probes find down"
             )
-            s.unserved_since.setdefault(geo, (pool.outage_since if pool else None) or now)
+            # Since their own pool's outage began: the fallback may have been down for longer.
+            own = s.pools.get(home)
+            s.unserved_since.setdefault(geo, (own.outage_since if own else None) or now)
         s.rto_reported = [g for g in s.rto_reported if g in s.unserved_since]
         due: dict[tuple[str, str], list[str]] = {}
         homes = {g: home for g, (_, home, _) in exposure.items()}
@@ -460,30 +501,16 @@ def _destination(r: Route, to: str) -> str:
     return to if r.via is not Via.FALLBACK else f"fallback {to} ({r.users})"
 
 
-def _users(r: Route, to: str) -> str:
-    """What users get when no healthy pool serves them."""
-    if r.users is Users.ERROR_1016:
-        return f"the fallback {to} is disabled: users get Cloudflare's 530 (error 1016)"
-    return f"Cloudflare sends them to the fallback {to}, which is unhealthy: users get errors"
-
-
-def _sent(geos: list[str], r: Route, to: str, home: str) -> str:
-    """A Failover Triggered's evidence: the real destination and what users get there."""
+def _sent(geos: list[str], r: Route, to: str, home: str, stranded: str | None) -> str:
+    """A traffic event's evidence: the real destination and what users get there."""
     listed = " ".join(geos)
     if r.via is not Via.FALLBACK:
         return f"Cloudflare sends {listed} to {to}"
-    if r.users is Users.SERVED:
+    if stranded is None:
+        health = "healthy" if r.users is Users.SERVED else "marked unhealthy, but the probes pass"
         return (
             f"no healthy pool in the list of {listed}: Cloudflare sends them to the fallback "
-            f"{to}, which is healthy"
+            f"{to}, which is {health}"
         )
     itself = f" (no failover: {to} is their own pool)" if to == home else ""
-    if r.users is Users.ERROR_1016:
-        return (
-            f"{listed} have no healthy pool and the fallback {to} is disabled: users there get "
-            f"Cloudflare's 530 (error 1016){itself}"
-        )
-    return (
-        f"{listed} have no healthy pool: Cloudflare sends them to the fallback {to}, which is "
-        f"unhealthy, so users there get errors{itself}"
-    )
+    return f"{listed} have no healthy pool: {stranded}{itself}"

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from bot.incidents import Figures
 from bot.monitor import PoolState
+from bot.safety import BlastRow
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class OperationView:
     break_glass: Sequence[str]
     applied_at: datetime | None
     expires_at: datetime | None
-    blast: Sequence[tuple[str, str, str, bool]] = ()  # geo, now, after, after healthy
+    blast: Sequence[BlastRow] = ()
     lines: Sequence[str] = ()  # what has happened, newest last
 
 

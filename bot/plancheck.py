@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from bot.balancer import LiveView
 from bot.fleet import GEO_REGIONS, Fleet
 from bot.monitor import PoolState
+from bot.routing import effective_policy
 
 FIX_MONITOR = (
     "edit the monitor (Traffic → Load Balancing → Manage Monitors) or failover.toml [monitor]"
@@ -74,7 +75,7 @@ def check_plan(
             FIX_LB,
         )
     )
-    lines.append(_same("steering policy", lb.steering_policy, plan_lb.steering_policy, FIX_LB))
+    lines.append(_same("steering policy", effective_policy(lb), plan_lb.steering_policy, FIX_LB))
     lines.append(
         _same(
             "default pool order",

@@ -41,14 +41,23 @@ def review_plan(fleet: Fleet, view: LiveView) -> list[CheckLine]:
 
 def _names(fleet: Fleet, view: LiveView) -> dict[str, str]:
     """Pool id -> region name (the pool's name when it is not in failover.toml)."""
-    return {p.id: fleet.region_of_pool(p.name) or p.name for p in view.pools.values()}
+    return fleet.region_names(view.pools.values())
+
+
+def _fleet_pools(fleet: Fleet, view: LiveView) -> list[str]:
+    """The pools that matter: those the load balancer uses, and those failover.toml plans.
+
+    Other pools of the account (staging, another service) are none of this plan's business.
+    """
+    planned = [p.id for p in view.pools.values() if fleet.region_of_pool(p.name)]
+    return list(dict.fromkeys([*view.load_balancer.pools_used, *planned]))
 
 
 def failover_paths(fleet: Fleet, view: LiveView) -> list[CheckLine]:
     """For each geo region, the pools Cloudflare tries in order, then the fallback."""
     lb = view.load_balancer
     name = _names(fleet, view)
-    everyone = list(dict.fromkeys([*lb.default_pools, *view.pools]))
+    everyone = _fleet_pools(fleet, view)
     fallback_id = lb.fallback_pool or ""
     fallback = name.get(fallback_id, "none")
     paths: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -69,7 +78,7 @@ def failover_paths(fleet: Fleet, view: LiveView) -> list[CheckLine]:
             what = "no failover: when it is down, their users get errors"
         else:
             missing = " ".join(name.get(p, p) for p in unused)
-            tried = " and ".join(dict.fromkeys(name.get(p, p) for p in [*pools, fallback_id]))
+            tried = _and(list(dict.fromkeys(name.get(p, p) for p in [*pools, fallback_id])))
             what = (
                 f"{missing} is never used: with {tried} down, their users get errors even while "
                 f"{missing} is healthy"
@@ -86,6 +95,10 @@ def failover_paths(fleet: Fleet, view: LiveView) -> list[CheckLine]:
     if effective_policy(lb) != "geo":
         lines = [CheckLine(ln.item, ln.ok, ln.detail + " (default pools)", ln.fix) for ln in lines]
     return lines
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def fallback_line(fleet: Fleet, view: LiveView) -> CheckLine:
@@ -129,8 +142,8 @@ def detection_line(fleet: Fleet, view: LiveView) -> CheckLine:
     if d.down(timeouts=True) < target:
         return CheckLine(item, True, detail)
     # The longest interval that keeps even a timed-out origin inside the target.
-    room = target - d.propagation - d.retries * d.timeout
-    longest = int(room / d.consecutive_down) if room > 0 else 0
+    room = target - d.propagation - (1 + d.retries) * d.timeout
+    longest = int((room - 0.001) / d.consecutive_down) if room > 0 else 0  # strictly inside
     fix = (
         f"check every {longest} s or less (with consecutive_down {d.consecutive_down})"
         if longest >= 1
@@ -142,14 +155,15 @@ def detection_line(fleet: Fleet, view: LiveView) -> CheckLine:
 def monitor_lines(fleet: Fleet, view: LiveView) -> list[CheckLine]:
     lines = []
     name = _names(fleet, view)
-    ids = [p.monitor_id for p in view.pools.values()]
+    pools = [view.pools[p] for p in _fleet_pools(fleet, view) if p in view.pools]
+    ids = [p.monitor_id for p in pools]
     common = max(set(ids), key=ids.count) if ids else None
     odd = [
         f"{name[p.id]} has no monitor: Cloudflare never marks it unhealthy, so traffic never "
         "fails over from it"
         if p.monitor_id is None
         else f"{name[p.id]} uses monitor {p.monitor_id}, the others {common}"
-        for p in view.pools.values()
+        for p in pools
         if p.monitor_id != common or p.monitor_id is None
     ]
     if odd:

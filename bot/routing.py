@@ -117,6 +117,25 @@ def routing_table(lb: LoadBalancerInfo, pools: Mapping[str, PoolInfo]) -> dict[s
     return {geo: route(geo, lb, pools) for geo in GEO_REGIONS}
 
 
+def stranded_users(users: Users, fallback: str, probes_fail: bool | None = None) -> str:
+    """What the users of a geo region with no healthy pool get, in one clause.
+
+    ``probes_fail`` is the bot's own probes of the fallback, when known: Cloudflare says only
+    that users get what the fallback's origins answer.
+    """
+    if users is Users.ERROR_1016:
+        return f"the fallback {fallback} is disabled, so users get Cloudflare's 530 (error 1016)"
+    if probes_fail:
+        return (
+            f"Cloudflare sends them to the fallback {fallback}, which is unhealthy, so users get "
+            "errors"
+        )
+    return (
+        f"Cloudflare sends them to the fallback {fallback}, which it marks unhealthy, so users get "
+        "what its origins answer"
+    )
+
+
 def routing_notes(lb: LoadBalancerInfo) -> list[str]:
     """Where the table is not what Cloudflare will do: said, never silently ignored."""
     notes = []

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from bot.balancer import LiveView, PoolInfo
 from bot.fleet import DAYS, BlockedWindow, Fleet
-from bot.routing import Route, Users, routing_table
+from bot.routing import Users, routing_table, stranded_users
 
 
 class Rule(StrEnum):
@@ -45,6 +45,10 @@ class InFlight:
     finished: bool = False  # a drill or restore that has ended
 
 
+# Worse and worse for a user: served, what an unhealthy fallback's origins answer, a 530.
+HARM = {Users.SERVED: 0, Users.ORIGIN_ERRORS: 1, Users.ERROR_1016: 2}
+
+
 @dataclass(frozen=True)
 class BlastRow:
     geo: str
@@ -53,10 +57,22 @@ class BlastRow:
     after_healthy: bool
     now_healthy: bool = True
     after_users: str = ""  # what its users would get when no healthy pool serves them
+    worse: bool = False  # its users would get something worse than now
 
     @property
     def moves(self) -> bool:
-        return self.now != self.after
+        """Served by another pool after the change, or no longer as well served."""
+        return self.now != self.after or self.worse
+
+    def stored(self) -> list[object]:
+        """As kept with an operation (JSON), for its message and for the watch."""
+        return [self.geo, self.now, self.after, self.after_healthy, self.now_healthy,
+                self.after_users, self.worse]  # fmt: skip
+
+    @classmethod
+    def from_stored(cls, row: Sequence[object]) -> BlastRow:
+        geo, now, after, after_healthy, *rest = row  # older rows have the first four only
+        return cls(str(geo), str(now), str(after), bool(after_healthy), *rest)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -97,11 +113,6 @@ def blast_radius(fleet: Fleet, view: LiveView, after: Mapping[str, PoolInfo]) ->
         pool = pools.get(pool_id or "")
         return (fleet.region_of_pool(pool.name) or pool.name) if pool else "none"
 
-    def users(route: Route, to: str) -> str:
-        if route.users is Users.ERROR_1016:
-            return f"Cloudflare's 530 (error 1016): the fallback {to} would be disabled"
-        return f"errors: Cloudflare would send them to the fallback {to}, which is unhealthy"
-
     now = routing_table(view.load_balancer, view.pools)
     later = routing_table(view.load_balancer, after)
     rows = []
@@ -114,7 +125,8 @@ def blast_radius(fleet: Fleet, view: LiveView, after: Mapping[str, PoolInfo]) ->
                 to,
                 r.healthy,
                 now[geo].healthy,
-                "" if r.healthy else users(r, to),
+                "" if r.healthy else stranded_users(r.users, to),
+                HARM[r.users] > HARM[now[geo].users],
             )
         )
     return rows
@@ -145,16 +157,15 @@ def assess(
     after = after_change(view, pool, proposal.origin)
     blast = blast_radius(fleet, view, after)
     refusals: list[Refusal] = []
-    # Geo regions already without a healthy pool, and left where they are, are not this change's.
+    # Geo regions already without a healthy pool, and no worse off after, are not this change's.
     stranded: dict[str, list[str]] = {}
     for row in blast:
-        if not row.after_healthy and (row.now_healthy or row.moves):
+        if not row.after_healthy and row.moves:
             stranded.setdefault(row.after_users, []).append(row.geo)
     is_fallback = view.load_balancer.fallback_pool == pool.id
     if stranded:
         text = "; ".join(
-            f"{' '.join(geos)} would be left without a healthy enabled pool (users would get "
-            f"{users})"
+            f"{' '.join(geos)} would be left without a healthy enabled pool: {users}"
             for users, geos in stranded.items()
         )
         refusals.append(Refusal(Rule.NO_HEALTHY_POOL, text))

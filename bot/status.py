@@ -21,9 +21,15 @@ from bot.errors import ProviderError
 from bot.fleet import Fleet, Region
 from bot.health import Prober
 from bot.loadbalancer.port import LoadBalancer
-from bot.monitor import PROBES_FAIL, PROBES_PASS, MonitorState, PoolState, pool_state
+from bot.monitor import (
+    PROBES_PASS,
+    MonitorState,
+    PoolState,
+    disagreement,
+    pool_state,
+)
 from bot.observations import Outcome, ProbeResult
-from bot.routing import Route, Users, Via, routing_notes, routing_table
+from bot.routing import Route, Users, Via, routing_notes, routing_table, stranded_users
 from bot.userview import PublicCheck, UserView
 
 # Time kept back from the deadline for rendering and posting the answer.
@@ -111,16 +117,11 @@ class FleetStatus:
     def disagreement(self, rs: RegionStatus) -> str | None:
         """Whether the probes (of the origins Cloudflare has enabled) and Cloudflare disagree."""
         pool = rs.pool
-        if pool is None or not pool.enabled or pool.healthy is None:
-            return None  # drained, or not checked by Cloudflare yet
-        enabled = {o.name for o in pool.origins if o.enabled}
-        probes = [p for p in rs.probes if p.origin in enabled and p.answered]
-        if len(probes) < len(enabled):
+        if pool is None:
             return None
-        probes_healthy = sum(1 for p in probes if p.healthy) >= pool.minimum_origins
-        if probes_healthy == pool.healthy:
-            return None
-        return PROBES_PASS if probes_healthy else PROBES_FAIL
+        probes = {p.origin: (p.healthy if p.answered else None) for p in rs.probes}
+        enabled = [o.name for o in pool.origins if o.enabled]
+        return disagreement(pool.enabled, pool.healthy, probes, enabled, pool.minimum_origins)
 
     def gray_failure(self, rs: RegionStatus) -> str | None:
         """A disagreement the watch has judged a gray failure (it outlasted Cloudflare's
@@ -170,28 +171,50 @@ class FleetStatus:
 
     def _traffic(self) -> tuple[list[str], dict[str, list[str]]]:
         """(what went wrong for users, where traffic moved), from Cloudflare's routing."""
+        state_of = {r.region.name: r.state for r in self.regions}
         stranded: dict[tuple[str, Users], list[str]] = {}
         moved: dict[str, list[str]] = {}
         for geo, route in self.routes.items():
             to = self.region_of_pool(route.pool_id)
-            if not route.healthy:
+            passing = state_of.get(to) is PoolState.HEALTHY
+            if route.users is Users.ORIGIN_ERRORS and passing:
+                # Cloudflare sends them to its fallback anyway, whose origins answer the probes.
+                where = f"the fallback {to} (marked unhealthy by Cloudflare, passing the probes)"
+                moved.setdefault(where, []).append(geo)
+            elif not route.healthy:
                 stranded.setdefault((to, route.users), []).append(geo)
             elif route.failed_over:
                 where = f"the fallback {to}" if route.via is Via.FALLBACK else to
                 moved.setdefault(where, []).append(geo)
-        problems = []
-        for (to, users), geos in stranded.items():
-            if users is Users.ERROR_1016:
-                consequence = (
-                    f"the fallback {to} is disabled, so users there get Cloudflare's 530 "
-                    "(error 1016)"
-                )
-            else:
-                consequence = (
-                    f"Cloudflare sends them to the fallback {to}, so users there get errors"
-                )
-            problems.append(f"{' '.join(geos)} have no healthy pool; {consequence}")
+        problems = [
+            f"{' '.join(geos)} have no healthy pool; "
+            + stranded_users(users, to, state_of.get(to) is PoolState.DOWN)
+            for (to, users), geos in stranded.items()
+        ]
         return problems, moved
+
+    def _unseen(self, rs: RegionStatus) -> str | None:
+        """What Cloudflare cannot know about a region: not checked yet, or not monitored."""
+        pool = rs.pool
+        if pool is None or not pool.enabled or pool.healthy is not None:
+            return None
+        name = rs.region.name
+        if pool.monitor_id is not None:
+            return f"Cloudflare has not checked {name} since it was enabled: no traffic until then"
+        if rs.state is PoolState.DOWN:
+            return f"{name} has no monitor, so Cloudflare never notices: it keeps sending traffic"
+        return None
+
+    @property
+    def _away_by_fault(self) -> bool:
+        """Traffic is off its own pool though that pool is not drained."""
+        view = self.view
+        return view is not None and any(
+            route.failed_over
+            and (pool := view.pools.get(route.preferred or "")) is not None
+            and pool.enabled
+            for route in self.routes.values()
+        )
 
     @property
     def healthy(self) -> bool:
@@ -199,6 +222,7 @@ class FleetStatus:
         ok = (PoolState.HEALTHY, PoolState.DISABLED)
         stranded, _ = self._traffic()
         regions_ok = all(r.state in ok for r in self.regions) and not stranded
+        regions_ok = regions_ok and not self._away_by_fault
         lb_ok = self.view is None or self.view.load_balancer.enabled
         return regions_ok and lb_ok and not self.gray_failures and not self.user_problems
 
@@ -210,12 +234,13 @@ class FleetStatus:
         if lb is not None and not lb.enabled:
             parts.append(f"the load balancer is disabled: {lb.name} does not load-balance")
         for r in self.regions:
+            unseen = self._unseen(r)
             if r.state in (PoolState.HEALTHY, PoolState.DISABLED) or self.gray_failure(r):
+                parts += [unseen] if unseen else []
                 continue
             noticing = self.noticing(r)
             parts.append(f"{r.region.name} {r.state}: {r.summary}")
-            if noticing:
-                parts.append(noticing)
+            parts += [text for text in (noticing, unseen) if text]
         stranded, moved = self._traffic()
         parts += stranded + self.user_problems
         drained = [r.region.name for r in self.regions if r.state is PoolState.DISABLED]

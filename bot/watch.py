@@ -25,6 +25,7 @@ from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState
 from bot.observations import ProbeResult
 from bot.routing import routing_table
+from bot.safety import BlastRow
 
 log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
@@ -197,8 +198,11 @@ def _caused(op: Operation, e: Event) -> bool:
         return False  # nothing changed: cancelled, blocked, or still waiting for a click
     if e.kind is EventKind.TRAFFIC_RESTORED:
         return True
-    predicted = {row[0]: row[2] for row in (op.detail or {}).get("blast", [])}
-    return bool(e.geos) and all(predicted.get(geo) == e.to_region for geo in e.geos)
+    # Where the blast radius said each geo region would go, and whether it would be served.
+    rows = [BlastRow.from_stored(row) for row in (op.detail or {}).get("blast", [])]
+    predicted = {r.geo: (r.after, r.after_healthy) for r in rows}
+    served = e.kind is EventKind.FAILOVER_TRIGGERED
+    return bool(e.geos) and all(predicted.get(geo) == (e.to_region, served) for geo in e.geos)
 
 
 async def stored_state(

@@ -37,12 +37,17 @@ async def _restore_preview(region: str, ctx: Context) -> Reply:
     if pool is None:
         raise UsageError(f"The pool of {region} is not in the account.")
     origins = tuple(replace(o, enabled=True) for o in pool.origins)
-    # Re-enabled origins count as healthy unless Cloudflare last saw them fail.
+    # A re-enabled pool gets no traffic until Cloudflare's first check of it; this is after it,
+    # with the origins as Cloudflare last saw them (a failed one is still counted failed).
     up = sum(1 for o in origins if o.healthy is not False)
     enabled = replace(pool, enabled=True, origins=origins, healthy=up >= pool.minimum_origins)
     rows = blast_radius(ctx.services.fleet, view, {**view.pools, pool.id: enabled})
     moves = any(r.moves for r in rows)
-    text = f"Dry run: restore {region}." + ("" if moves else " Nothing would move.")
+    when = ""
+    if view.monitor is not None:
+        wait = view.monitor.interval + ctx.services.fleet.load_balancer.propagation
+        when = f" Once Cloudflare has checked it (within about {format_duration(wait)}):"
+    text = f"Dry run: restore {region}." + (when if moves else " Nothing would move.")
     return Reply(text=text, blocks=[section(f":mag: {text}"), section(blast_lines(rows))])
 
 

@@ -165,8 +165,8 @@ def test_seed_literal_us_east_outage_is_no_failover_and_exceeds_the_rto(seed: Fl
     assert "failed over" not in stranded.evidence
     assert stranded.evidence == (
         "WNAM ENAM NSAM SSAM have no healthy pool: Cloudflare sends them to the fallback "
-        "us-east, which is unhealthy, so users there get errors (no failover: us-east is their "
-        "own pool)"
+        "us-east, which is unhealthy, so users get errors (no failover: us-east is their own "
+        "pool)"
     )
     assert m.state.failed_over == {}
     assert set(m.state.stranded) == {"WNAM", "ENAM", "NSAM", "SSAM"}
@@ -200,12 +200,38 @@ def test_moving_on_from_one_destination_to_another_is_said(fleet: Fleet) -> None
     assert moves == {("us-east", "apac-sg"), ("eu-west", "apac-sg")}
 
 
+def test_the_fallback_marked_unhealthy_but_passing_the_probes_serves(seed: Fleet) -> None:
+    # us-east was just re-enabled (unknown to Cloudflare) when eu-west went down: Cloudflare sends
+    # Europe to it anyway, and its origins answer the probes: users are served, not stranded.
+    m = warmed(seed)
+    down(m, "eu-west", 10)
+    [moved] = [e for e in read(m, 20, us_east=None, eu_west=False) if e.region == "eu-west"]
+    assert moved.kind is EventKind.FAILOVER_TRIGGERED and moved.to_region == "us-east"
+    assert "marked unhealthy, but the probes pass" in moved.evidence
+    assert "WEU" not in m.state.stranded
+    down(m, "us-east", 30)  # now its origins fail too: the same route strands them
+    m.tick(at(33))
+    assert "which is unhealthy, so users get errors" in m.state.stranded["WEU"]
+
+
+def test_rto_counts_from_the_geo_regions_own_outage(seed: Fleet) -> None:
+    m = warmed(seed)
+    down(m, "us-east", 10)  # the fallback, down for a long time
+    read(m, 20, us_east=False)
+    down(m, "eu-west", 600)
+    read(m, 605, us_east=False, eu_west=False)
+    rto = [e for e in m.tick(at(640)) if e.region == "eu-west"]
+    assert rto == []  # 40 s into eu-west's outage, not 630 s into us-east's
+    [late] = [e for e in m.tick(at(661)) if e.region == "eu-west"]
+    assert late.kind is EventKind.RTO_EXCEEDED and late.began_at == at(600)
+
+
 def test_a_disabled_fallback_means_530(seed: Fleet) -> None:
     m = warmed(seed)
     [e] = read(m, 5, enabled={"us-east": False})
     assert e.kind is EventKind.NO_HEALTHY_POOL and "Cloudflare's 530 (error 1016)" in e.evidence
     assert m.state.stranded["WNAM"] == (
-        "the fallback us-east is disabled: users get Cloudflare's 530 (error 1016)"
+        "the fallback us-east is disabled, so users get Cloudflare's 530 (error 1016)"
     )
 
 
@@ -280,8 +306,8 @@ def test_timeouts_give_cloudflare_its_retries(fleet: Fleet) -> None:
     down(m, "eu-west", 10, reason="timeout after 5 s")
     m.state.pools["eu-west"].origins["gateway-eu-west"].timed_out = True
     read(m, 12)
-    assert grays(m.tick(at(100))) == []  # 81 s + 2 retries x 5 s
-    assert len(grays(m.tick(at(104)))) == 1
+    assert grays(m.tick(at(105))) == []  # 81 s + (1 + 2 retries) x 5 s
+    assert len(grays(m.tick(at(109)))) == 1
 
 
 def test_drained_origins_and_unchecked_pools_are_not_gray(fleet: Fleet) -> None:

@@ -114,8 +114,8 @@ def test_seed_literal_draining_the_fallback_would_give_its_regions_a_530() -> No
     assert {r.rule for r in a.refusals} == {Rule.NO_HEALTHY_POOL, Rule.FALLBACK_POOL}
     [no_pool] = [r for r in a.refusals if r.rule is Rule.NO_HEALTHY_POOL]
     assert no_pool.text == (
-        "WNAM ENAM NSAM SSAM would be left without a healthy enabled pool (users would get "
-        "Cloudflare's 530 (error 1016): the fallback us-east would be disabled)"
+        "WNAM ENAM NSAM SSAM would be left without a healthy enabled pool: the fallback us-east "
+        "is disabled, so users get Cloudflare's 530 (error 1016)"
     )
 
 
@@ -130,7 +130,17 @@ def test_seed_literal_refused_when_the_fallback_is_unhealthy() -> None:
     a = assess(drain("eu-west"), SEED, view, [], NOW)
     [r] = a.refusals
     assert r.text.startswith("WEU EEU ME NAF SAF would be left without a healthy enabled pool")
-    assert "the fallback us-east, which is unhealthy" in r.text
+    assert "the fallback us-east, which it marks unhealthy" in r.text
+
+
+def test_a_change_that_makes_it_worse_on_the_same_pool_is_refused() -> None:
+    # us-east is down: North America gets what its origins answer. Disabling it (break glass on
+    # the fallback rule) would give them Cloudflare's 530: worse, though they stay on us-east.
+    view = planned_view(SEED, healthy={"us-east": False})
+    a = assess(drain("us-east"), SEED, view, [], NOW, break_glass={Rule.FALLBACK_POOL})
+    [r] = a.refusals
+    assert r.rule is Rule.NO_HEALTHY_POOL and r.text.startswith("WNAM ENAM NSAM SSAM")
+    assert [row.geo for row in a.blast if row.moves and row.now == row.after][:1] == ["WNAM"]
 
 
 def test_regions_already_stranded_and_untouched_do_not_block_a_change() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.fleet import Fleet, load_fleet
 from bot.planned import planned_view
 from bot.routing import Users
@@ -29,6 +31,16 @@ def test_seed_literal_fallback_disabled_gives_530() -> None:
     assert fate(SEED, us_east="disabled")["ENAM"] == ("us-east", "us-east", Users.ERROR_1016)
     w = what_if(SEED, planned_view(SEED), {"us-east": "disabled"})
     assert "after propagation, about 5.0 s" in w.notice
+
+
+def test_a_pool_without_a_monitor_keeps_its_traffic_when_down(fleet: Fleet) -> None:
+    view = planned_view(fleet)
+    pool = view.pools["foundation-eu-west"]
+    view = replace(view, pools={**view.pools, pool.id: replace(pool, monitor_id=None)})
+    w = what_if(fleet, view, {"eu-west": "down"})
+    [row] = [r for r in w.rows if "WEU" in r.geos]
+    assert (row.now, row.after, row.unnoticed, row.healthy) == ("eu-west", "eu-west", True, False)
+    assert "eu-west has no monitor: Cloudflare never notices it down" in w.notice
 
 
 def test_chains_fail_over(fleet: Fleet) -> None:

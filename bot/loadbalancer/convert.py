@@ -56,7 +56,8 @@ def lb_from_json(d: dict[str, Any]) -> LoadBalancerInfo:
         name=str(d.get("name", "")),
         enabled=d.get("enabled", True) is not False,
         proxied=bool(d.get("proxied", False)),
-        steering_policy=str(d.get("steering_policy") or "off"),
+        # "" is the API's default: geo when region, country or PoP pools are set, else off.
+        steering_policy=str(d.get("steering_policy") or ""),
         session_affinity=str(d.get("session_affinity") or "none"),
         default_pools=tuple(d.get("default_pools") or ()),
         fallback_pool=d.get("fallback_pool"),

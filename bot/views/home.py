@@ -27,16 +27,16 @@ def home_view(board: Dashboard, at: datetime) -> dict[str, Any]:
             f"{emoji} *{region}* {state} · Cloudflare {board.cloudflare.get(region, 'unknown')}"
         )
     blocks.append(section("\n".join(lines)))
-    if board.moved:
+    if board.moved or board.stranded:
         by_region: dict[str, list[str]] = defaultdict(list)
         for geo, region in board.moved.items():
             by_region[region].append(geo)
-        blocks.append(
-            section(
-                "*Routing away from home*\n"
-                + "\n".join(f"• {' '.join(g)} → {r}" for r, g in by_region.items())
-            )
-        )
+        by_users: dict[str, list[str]] = defaultdict(list)
+        for geo, users in board.stranded.items():
+            by_users[users].append(geo)
+        routing = [f"• {' '.join(g)} → {r}" for r, g in by_region.items()]
+        routing += [f"• :x: {' '.join(g)}: *{users}*" for users, g in by_users.items()]
+        blocks.append(section("*Routing away from home*\n" + "\n".join(routing)))
     else:
         blocks.append(section("*Routing*: every geo region on its own pool"))
     blocks.append(DividerBlock())

@@ -18,17 +18,17 @@ CANCEL_ACTION = "cancel_operation"
 
 
 def blast_lines(rows: Sequence[BlastRow]) -> str:
-    moved: dict[tuple[str, str, bool], list[str]] = defaultdict(list)
+    moved: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     stay: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         if r.moves:
-            moved[(r.now, r.after, r.after_healthy)].append(r.geo)
+            moved[(r.now, r.after, r.after_users)].append(r.geo)
         else:
             stay[r.now].append(r.geo)
     lines = [
         f"• {' '.join(geos)}: {now} → *{after}*"
-        + ("" if healthy else " :warning: *no healthy pool*")
-        for (now, after, healthy), geos in moved.items()
+        + (f" :warning: *no healthy pool: {users}*" if users else "")
+        for (now, after, users), geos in moved.items()
     ]
     lines += [f"• {' '.join(geos)}: stay on {region}" for region, geos in stay.items()]
     return "*Blast radius* (geo regions: serving now → after)\n" + "\n".join(lines)
@@ -166,8 +166,7 @@ def operation_blocks(op: OperationView) -> list[Block]:
         facts.append(f"restores itself at {op.expires_at:%H:%M:%S} UTC")
     blocks.append(section(" · ".join(facts)))
     if op.blast:
-        rows = [BlastRow(g, n, a, h) for g, n, a, h in op.blast]
-        blocks.append(section(blast_lines(rows)))
+        blocks.append(section(blast_lines(op.blast)))
     if op.lines:
         blocks.append(context(" · ".join(op.lines[-4:])))
     return blocks

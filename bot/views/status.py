@@ -9,7 +9,7 @@ from slack_sdk.models.blocks import Block, HeaderBlock
 from bot.durations import format_duration
 from bot.monitor import PoolState
 from bot.observations import ProbeResult
-from bot.routing import Route, Users, Via
+from bot.routing import Route, Users, Via, effective_policy
 from bot.status import FleetStatus, RegionStatus
 from bot.userview import PublicCheck
 from bot.views.reply import Reply, context, section
@@ -79,7 +79,7 @@ def _routing_block(status: FleetStatus) -> Block | None:
         if route.away:
             moved[(region, _route_note(status, route))].append(geo)
     lb = status.view.load_balancer if status.view else None
-    policy = f"{lb.steering_policy or 'default'} steering" if lb else "steering"
+    policy = f"{effective_policy(lb)} steering" if lb else "steering"
     lines = [f"*Routing* (Cloudflare's {policy}, by its own health)"]
     for region, geos in by_pool.items():
         notes = [f"{' '.join(g)}: {note}" for (to, note), g in moved.items() if to == region]
@@ -132,7 +132,7 @@ def _settings_line(status: FleetStatus) -> str | None:
     lb = view.load_balancer
     order = " › ".join(status.region_of_pool(p) for p in lb.default_pools)
     text = (
-        f"`{lb.name}` · {lb.steering_policy} steering · default {order} · "
+        f"`{lb.name}` · {effective_policy(lb)} steering · default {order} · "
         f"fallback {status.region_of_pool(lb.fallback_pool)} · affinity {lb.session_affinity}"
     )
     if view.monitor is not None:
@@ -147,7 +147,10 @@ def _settings_line(status: FleetStatus) -> str | None:
 def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> Reply:
     icon = ":white_check_mark:" if status.healthy else ":rotating_light:"
     verdict = status.verdict
-    blocks: list[Block] = [HeaderBlock(text=f"{'✅' if status.healthy else '🚨'} {verdict}"[:150])]
+    head = f"{'✅' if status.healthy else '🚨'} {verdict}"
+    if len(head) > 150:  # Slack's limit for a header; the whole verdict follows in a section
+        head = head[:149].rsplit(" ", 1)[0].rstrip(";:,") + "…"
+    blocks: list[Block] = [HeaderBlock(text=head)]
     if len(verdict) > 140 or status.gray_failures:
         blocks.append(section(f":warning: {verdict}"[:3000]))
     blocks += [_region_block(status, rs) for rs in status.regions]

@@ -20,6 +20,13 @@ GETS = {
 def _line(row: Row) -> str:
     geos = " ".join(row.geos)
     target = f"the fallback {row.after}" if row.fallback else row.after
+    if row.unnoticed:
+        return (
+            f":x: {geos}: stay on {row.after}, which is down: *no monitor, so Cloudflare never "
+            "notices and users get its errors*"
+        )
+    if not row.healthy and row.now == row.after:
+        return f":x: {geos}: no failover, they stay on {target}: *{GETS[row.users]}*"
     if not row.healthy:
         return f":x: {geos}: {row.now} → *{target}*: *{GETS[row.users]}*"
     if row.now == row.after:

@@ -119,6 +119,12 @@ async def test_origin_drain_extend_restore_preview_and_audited_changes(ops: Ops)
         return pool["enabled"] and not pool["origins"][0]["enabled"]
 
     await eventually(origin_off, within=5)
+
+    async def active() -> bool:  # the driver commits the phase right after Cloudflare answers
+        async with sessionmaker(ops.bot.engine)() as session:
+            return (await session.scalars(select(Operation))).one().state == "active"
+
+    await eventually(active, within=5)
     assert "restores itself at" in await ops.say("drain extend eu-west 30m")
     preview = await ops.say("restore eu-west --dry-run")
     assert (

@@ -61,7 +61,7 @@ async def test_seed_literal_us_east_outage_leaves_its_users_on_the_dead_fallback
     assert "Cloudflare has not noticed yet" in verdict and "gray failure" not in verdict
     stranded = (
         "WNAM ENAM NSAM SSAM have no healthy pool; Cloudflare sends them to the fallback us-east, "
-        "so users there get errors"
+        "which is unhealthy, so users get errors"
     )
 
     async def noticed() -> bool:
@@ -108,7 +108,7 @@ async def test_multi_region_outage_then_all_down(served: Served) -> None:
     verdict, _ = await status(served)
     assert (
         "WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF OC SAS SEAS NEAS have no healthy pool; Cloudflare "
-        "sends them to the fallback us-east, so users there get errors" in verdict
+        "sends them to the fallback us-east, which is unhealthy, so users get errors" in verdict
     )
     assert "users at relay WEU get HTTP 521" in verdict
 
@@ -131,7 +131,7 @@ async def test_a_disabled_fallback_answers_530(served: Served) -> None:
     verdict, _ = await status(served)
     assert (
         "WNAM ENAM NSAM SSAM have no healthy pool; the fallback us-east is disabled, so users "
-        "there get Cloudflare's 530 (error 1016)" in verdict
+        "get Cloudflare's 530 (error 1016)" in verdict
     )
 
 

@@ -58,8 +58,8 @@ async def test_seed_literal_us_east_outage_says_users_get_errors_and_exceeds_the
     assert "🔴 No Healthy Pool · us-east" in said
     assert "no failover: us-east is their own pool" in said
     assert (
-        "WNAM ENAM NSAM SSAM: Cloudflare sends them to the fallback us-east, which is unhealthy: "
-        "users get errors" in channel[0]
+        "WNAM ENAM NSAM SSAM: Cloudflare sends them to the fallback us-east, which is unhealthy, "
+        "so users get errors" in channel[0]
     )
     assert {"NoHealthyPool", "RTOExceeded"} <= set(await kinds(ops))
     verdict = (await ops.say("status")).splitlines()[0]

@@ -132,7 +132,7 @@ async def test_multi_region_outage_then_rto_exceeded(watching: tuple[Sandbox, Bo
 
     async def stranded_shown() -> bool:
         return (
-            "Cloudflare sends them to the fallback us-east, which is unhealthy: users get errors"
+            "Cloudflare sends them to the fallback us-east, which is unhealthy, so users get errors"
             in render_message(mains(world)[0])
         )
 
