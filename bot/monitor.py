@@ -275,7 +275,7 @@ class Monitor:
             pool.cf_minimum = live.minimum_origins
             if live.enabled and live.healthy is False and pool.outage_since is None:
                 pool.outage_since = now
-        region_of = {p.id: self.fleet.region_of_pool(p.name) or p.name for p in view.pools.values()}
+        region_of = self.fleet.region_names(view.pools.values())
         events = self._traffic(routes, region_of, now)
         for region in self.fleet.regions:
             events += self._gray(region, now)

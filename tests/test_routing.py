@@ -8,7 +8,17 @@ from hypothesis import strategies as st
 
 from bot.balancer import LoadBalancerInfo, PoolInfo
 from bot.fleet import GEO_REGIONS
-from bot.routing import Route, Users, Via, pool_serving, route, routing_notes, routing_table
+from bot.loadbalancer.convert import lb_from_json
+from bot.routing import (
+    Route,
+    Users,
+    Via,
+    effective_policy,
+    pool_serving,
+    route,
+    routing_notes,
+    routing_table,
+)
 
 US, EU, AP = "us", "eu", "ap"
 NA = ("WNAM", "ENAM", "NSAM", "SSAM")
@@ -215,6 +225,16 @@ def test_off_steering_and_the_empty_policy() -> None:
         region_pools={"WEU": (AP,)},
     )  # fmt: skip
     assert route("WEU", unset, pools(UP, UP, UP)).pool_id == AP  # "" maps to geo here
+
+
+def test_the_apis_empty_policy_is_read_as_geo_when_region_pools_are_set() -> None:
+    # Cloudflare's default steering_policy is "": the adapter must not turn it into "off".
+    lb = lb_from_json(
+        {"id": "lb", "name": "x", "steering_policy": "", "default_pools": [US, EU],
+         "fallback_pool": US, "region_pools": {"WNAM": [US]}}
+    )  # fmt: skip
+    assert lb.steering_policy == "" and effective_policy(lb) == "geo"
+    assert route("WNAM", lb, pools(DOWN, UP, UP)).via is Via.FALLBACK  # not the default pools
 
 
 def test_no_monitor_means_never_unhealthy() -> None:
