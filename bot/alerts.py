@@ -23,7 +23,8 @@ from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
 from bot.monitor import EventKind, MonitorState, PoolState
-from bot.notifier import EntryView, IncidentView, Notifier
+from bot.ports import Notifier
+from bot.reads import EntryView, IncidentView
 
 log = logging.getLogger(__name__)
 ALWAYS_POSTED = {EventKind.RECOVERED.value, EventKind.TRAFFIC_RESTORED.value, "Closed", "Note"}

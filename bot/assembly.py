@@ -19,14 +19,15 @@ from bot.db import schema
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.lease import LeaderLease
-from bot.drains import Drains
-from bot.drills import Drills
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
 from bot.home import Home
 from bot.incidents import Incidents
 from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
-from bot.loadbalancer.port import LoadBalancer
+from bot.operations.drain import DrainDriver
+from bot.operations.run import Drills
+from bot.operations.workflow import Operations
+from bot.ports import LoadBalancer
 from bot.scheduler import Leadership
 from bot.settings import Settings
 from bot.slack.app import build_bolt_app, group_members
@@ -99,7 +100,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     channel = settings.slack_channel or ""
     incidents = Incidents(fleet, channel)
     access = Access(fleet.access, None)
-    drains = Drains(fleet, sessions, loadbalancer, clock, channel)
+    operations = Operations(fleet, sessions, loadbalancer, clock, channel)
     watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
     drills = (
         Drills(fleet, sessions, loadbalancer, userview, clock, lambda: watch.monitor.state, channel)
@@ -113,8 +114,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         sessions=sessions,
         incidents=incidents,
         access=access,
-        drains=drains,
-        drills=drills,
+        operations=operations,
         clock=clock,
     )
     router = Router(services, SqlAuditTrail(sessions))
@@ -129,6 +129,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         lease = LeaderLease(sessions, holder, fleet.watch.lease_ttl)
         # The watch probes on its own client: its concurrency cap must not starve status replies.
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
+        drains = DrainDriver(fleet, sessions, loadbalancer, clock)
         leadership = Leadership(
             fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home
         )

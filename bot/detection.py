@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.balancer import MonitorInfo
 from bot.durations import format_duration
+from bot.lbmodel import MonitorInfo
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.balancer import LiveView, PoolInfo
 from bot.fleet import parse_fleet
+from bot.lbmodel import LiveView, PoolInfo
 from bot.routing import effective_policy
 
 ROLES = ("primary", "secondary", "tertiary")

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from bot.balancer import PoolInfo
 from bot.durations import parse_duration
 from bot.errors import ConfigError
+from bot.lbmodel import PoolInfo
 
 # Cloudflare's 13 geo regions, in the order its dashboard lists them.
 GEO_REGIONS: tuple[str, ...] = (

@@ -6,12 +6,8 @@ opened it when what it shows changes, at most every 10 s.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,31 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Incident, Operation, StoredState
 from bot.fleet import Fleet
 from bot.monitor import MonitorState
+from bot.operations.detail import detail_of
+from bot.operations.state import OPEN, OpState
+from bot.ports import HomePublisher
+from bot.reads import Dashboard
 from bot.watch import stored_state
 
 VIEWERS = "home_viewers"
-OPEN_STATES = (
-    "awaiting_confirmation", "awaiting_approval", "applying", "active", "restoring", "rejoining",
-    "scheduled", "saving", "disabling", "measuring_rto", "holding", "measuring_rejoin",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    regions: dict[str, str]  # region -> state
-    cloudflare: dict[str, str]  # region -> Cloudflare's health
-    moved: dict[str, str]  # geo -> region serving it instead of its own
-    stranded: dict[str, str] = field(default_factory=dict)  # geo -> what its users get instead
-    incidents: list[str] = field(default_factory=list)
-    operations: list[str] = field(default_factory=list)
-    next_game_day: str | None = None
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-
-class HomePublisher(Protocol):
-    async def publish_home(self, user: str, dashboard: Dashboard, at: datetime) -> None: ...
 
 
 class Home:
@@ -64,9 +42,7 @@ class Home:
             incidents = list(
                 await session.scalars(select(Incident).where(Incident.closed_at.is_(None)))
             )
-            ops = list(
-                await session.scalars(select(Operation).where(Operation.state.in_(OPEN_STATES)))
-            )
+            ops = list(await session.scalars(select(Operation).where(Operation.state.in_(OPEN))))
         regions = {
             r: (state.pools[r].state.value if r in state.pools else "unknown")
             for r in self.fleet.regions
@@ -81,7 +57,7 @@ class Home:
             if track is not None and not track.cf_enabled:
                 cloudflare[r] = "disabled"
         scheduled = sorted(
-            str((o.detail or {}).get("at", "")) for o in ops if o.state == "scheduled"
+            at for o in ops if o.state == OpState.SCHEDULED and (at := detail_of(o).at)
         )
         return Dashboard(
             regions=regions,
@@ -95,9 +71,9 @@ class Home:
                 f"{o.kind} of {o.origin or o.region}: {o.state.replace('_', ' ')} "
                 f"(by <@{o.requested_by}>)"
                 for o in ops
-                if o.state != "scheduled"
+                if o.state != OpState.SCHEDULED
             ],
-            next_game_day=scheduled[0][:16].replace("T", " ") + " UTC" if scheduled else None,
+            next_game_day=f"{scheduled[0]:%Y-%m-%d %H:%M} UTC" if scheduled else None,
         )
 
     async def opened(self, user: str, publisher: HomePublisher) -> None:

@@ -9,7 +9,6 @@ Every change is written with the posts it owes to the channel (the outbox) in on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.models import Incident, OutboxPost, TimelineEvent
 from bot.fleet import Fleet
 from bot.monitor import Event, EventKind, Severity
+from bot.reads import Figures
 
 RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 TITLES = {
@@ -32,13 +32,6 @@ def title(event: Event) -> str:
     if event.kind is EventKind.NO_HEALTHY_POOL:
         return f"no healthy pool for {' '.join(event.geos) or event.region}"
     return TITLES[event.kind].format(region=event.region)
-
-
-@dataclass(frozen=True)
-class Figures:
-    time_to_detect: float | None
-    rto: float | None
-    time_to_recover: float | None
 
 
 def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:

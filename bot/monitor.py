@@ -21,9 +21,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from bot.balancer import LiveView
 from bot.detection import Detection
 from bot.fleet import Fleet
+from bot.lbmodel import LiveView
 from bot.observations import Outcome, ProbeResult
 from bot.planned import planned_view
 from bot.routing import Route, Users, Via, routing_table, stranded_users

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bot.balancer import LiveView
 from bot.fleet import GEO_REGIONS, Fleet
+from bot.lbmodel import LiveView
 from bot.monitor import PoolState
 from bot.routing import effective_policy
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bot.balancer import LiveView, LoadBalancerInfo, MonitorInfo, OriginInfo, PoolInfo
 from bot.fleet import Fleet
+from bot.lbmodel import LiveView, LoadBalancerInfo, MonitorInfo, OriginInfo, PoolInfo
 
 PLAN_MONITOR = "plan"
 

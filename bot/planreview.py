@@ -11,10 +11,10 @@ import json
 import re
 from collections import defaultdict
 
-from bot.balancer import LiveView
 from bot.detection import Detection
 from bot.durations import format_duration
 from bot.fleet import GEO_REGIONS, Fleet
+from bot.lbmodel import LiveView
 from bot.plancheck import FIX_LB, FIX_MONITOR, CheckLine
 from bot.routing import chain, effective_policy, routing_notes
 

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.balancer import LoadBalancerInfo, PoolInfo
 from bot.fleet import GEO_REGIONS
+from bot.lbmodel import LoadBalancerInfo, PoolInfo
 
 # Policies the table computes exactly; the others are shown in failover order (routing_notes).
 EXACT_POLICIES = ("geo", "off")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from bot.balancer import LiveView, PoolInfo
 from bot.fleet import DAYS, BlockedWindow, Fleet
+from bot.lbmodel import LiveView, PoolInfo
 from bot.routing import Users, routing_table, stranded_users
 
 

@@ -11,12 +11,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot import metrics
 from bot.alerts import Alerts
 from bot.db.lease import LeaderLease
-from bot.drains import Drains
-from bot.drills import Drills
 from bot.fleet import Fleet
 from bot.health import ProbeLoop, Prober
 from bot.home import Home
-from bot.slack.notifier import SlackNotifier
+from bot.operations.drain import DrainDriver
+from bot.operations.run import Drills
+from bot.ports import ChannelNotifier
 from bot.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ class Leadership:
         watch: Watch,
         alerts: Alerts,
         prober: Prober,
-        drains: Drains,
+        drains: DrainDriver,
         drills: Drills,
-        notifier: SlackNotifier,
+        notifier: ChannelNotifier,
         home: Home,
     ) -> None:
         self.home = home

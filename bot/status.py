@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.balancer import LiveView, PoolInfo
 from bot.detection import Detection
 from bot.durations import format_duration
 from bot.errors import ProviderError
 from bot.fleet import Fleet, Region
 from bot.health import Prober
-from bot.loadbalancer.port import LoadBalancer
+from bot.lbmodel import LiveView, PoolInfo
 from bot.monitor import (
     PROBES_PASS,
     MonitorState,
@@ -29,6 +28,7 @@ from bot.monitor import (
     pool_state,
 )
 from bot.observations import Outcome, ProbeResult
+from bot.ports import LoadBalancer
 from bot.routing import Route, Users, Via, routing_notes, routing_table, stranded_users
 from bot.userview import PublicCheck, UserView
 

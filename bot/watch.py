@@ -16,21 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
 from bot.db.models import JournalEntry, Operation, StoredState, TimelineEvent
-from bot.drains import CHANGING, HOLDING
-from bot.drills import RUNNING
 from bot.errors import ProviderAuthError, ProviderError
 from bot.fleet import Fleet
 from bot.incidents import Incidents, open_incident
-from bot.loadbalancer.port import LoadBalancer
 from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState
 from bot.observations import ProbeResult
+from bot.operations.detail import detail_of
+from bot.operations.state import MOVING, OpState
+from bot.ports import LoadBalancer
 from bot.routing import routing_table
-from bot.safety import BlastRow
 
 log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
-# Operation states in which the load balancer may be moving traffic on purpose.
-OPERATING = ("applying", *CHANGING, *HOLDING, *RUNNING)
 EVENTS_CURSOR = "cloudflare_events"
 
 
@@ -86,7 +83,7 @@ class Watch:
         ops = list(
             await session.scalars(
                 select(Operation).where(
-                    Operation.state.in_(OPERATING) | (Operation.finished_at > settled)
+                    Operation.state.in_(MOVING) | (Operation.finished_at > settled)
                 )
             )
         )
@@ -194,13 +191,13 @@ def _caused(op: Operation, e: Event) -> bool:
     """Whether an operation on ``op.region`` moved the traffic of event ``e``."""
     if op.region != e.region:
         return False
-    if op.applied_at is None and op.state not in ("applying", "saving", "disabling", "restoring"):
+    changing = (OpState.APPLYING, OpState.SAVING, OpState.DISABLING, OpState.RESTORING)
+    if op.applied_at is None and op.state not in changing:
         return False  # nothing changed: cancelled, blocked, or still waiting for a click
     if e.kind is EventKind.TRAFFIC_RESTORED:
         return True
     # Where the blast radius said each geo region would go, and whether it would be served.
-    rows = [BlastRow.from_stored(row) for row in (op.detail or {}).get("blast", [])]
-    predicted = {r.geo: (r.after, r.after_healthy) for r in rows}
+    predicted = {r.geo: (r.after, r.after_healthy) for r in detail_of(op).blast_rows}
     served = e.kind is EventKind.FAILOVER_TRIGGERED
     return bool(e.geos) and all(predicted.get(geo) == (e.to_region, served) for geo in e.geos)
 

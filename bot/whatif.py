@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from bot.balancer import LiveView
 from bot.detection import Detection
 from bot.durations import format_duration
 from bot.fleet import Fleet
+from bot.lbmodel import LiveView
 from bot.routing import Users, Via, routing_notes, routing_table
 
 STATES = ("down", "disabled")

@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.access import Access
-from bot.drains import Drains
-from bot.drills import Drills
 from bot.fleet import Fleet
 from bot.incidents import Incidents
 from bot.invocation import Invocation as Invocation
-from bot.loadbalancer.port import LoadBalancer
+from bot.operations.workflow import Operations
+from bot.ports import LoadBalancer
 from bot.status import StatusService
 from bot.views.reply import Reply
 
@@ -29,8 +28,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession] | None = None
     incidents: Incidents | None = None
     access: Access | None = None
-    drains: Drains | None = None
-    drills: Drills | None = None
+    operations: Operations | None = None  # drains and drills
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def db(self) -> async_sessionmaker[AsyncSession]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot.errors import UsageError
 
@@ -36,3 +38,65 @@ def pick(word: str, choices: Iterable[str]) -> str | None:
     """``word`` matched case-insensitively against ``choices``; None when it is none of them."""
     lowered = word.lower()
     return next((c for c in choices if c.lower() == lowered), None)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A ``--flag`` a command accepts: a switch, or one that takes a value.
+
+    ``takes`` says what the value is, for the error when it is missing ("a duration, e.g.
+    `--for 2h`"); ``convert`` turns it into what the command wants and raises ValueError with a
+    sentence when it cannot; ``greedy`` takes every word up to the next flag (a date and a time);
+    ``many`` collects each use.
+    """
+
+    flag: str
+    takes: str | None = None
+    convert: Callable[[str], object] = str
+    greedy: bool = False
+    many: bool = False
+
+
+@dataclass
+class Parsed:
+    values: dict[str, Any] = field(default_factory=dict)  # by flag, without the dashes
+    words: list[str] = field(default_factory=list)  # everything that is not an option
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+
+def parse_options(words: Sequence[str], options: Sequence[Option], usage: str) -> Parsed:
+    """Options anywhere among ``words``; each problem is one UsageError with the usage line."""
+    known = {o.flag: o for o in options}
+    parsed = Parsed()
+    rest = list(words)
+    while rest:
+        word = rest.pop(0)
+        option = known.get(word.lower())
+        if option is None:
+            if word.startswith("--") and len(word) > 2:
+                flags = ", ".join(f"`{o.flag}`" for o in options) or "none"
+                raise UsageError(f"Unknown option `{word[:40]}` (options: {flags}).", usage)
+            parsed.words.append(word)
+            continue
+        name = option.flag.removeprefix("--").replace("-", "_")
+        if option.takes is None:
+            parsed.values[name] = True
+            continue
+        taken = []
+        while rest and not (rest[0].startswith("--") and rest[0].lower() in known):
+            taken.append(rest.pop(0))
+            if not option.greedy:
+                break
+        if not taken:
+            raise UsageError(f"`{option.flag}` needs {option.takes}.", usage)
+        try:
+            value = option.convert(" ".join(taken))
+        except ValueError as exc:
+            raise UsageError(str(exc), usage) from None
+        if option.many:
+            parsed.values.setdefault(name, []).append(value)
+        else:
+            parsed.values[name] = value
+    return parsed

@@ -8,7 +8,7 @@ from bot.alerts import incident_view
 from bot.db.models import Incident, StoredState
 from bot.errors import UsageError
 from bot.monitor import MonitorState
-from bot.notifier import IncidentView
+from bot.reads import IncidentView
 from bot.watch import MONITOR_KEY
 from commands.base import Context
 

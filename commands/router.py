@@ -10,11 +10,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
 
 from bot import metrics
 from bot.errors import ProviderError, UsageError
 from bot.logs import request_id
+from bot.ports import AuditTrail
 from bot.views.errors import internal_error, provider_error, usage_error
 from bot.views.reply import Reply
 from commands import check, drains, drills, help, incidents, silences, status, whatif
@@ -41,17 +41,6 @@ COMMANDS: tuple[Command, ...] = (
     drills.DRILLS,
     help.COMMAND,
 )
-
-
-class AuditTrail(Protocol):
-    async def record_command(
-        self,
-        invocation: Invocation,
-        outcome: str,
-        detail: str,
-        error_id: str | None,
-        seconds: float,
-    ) -> None: ...
 
 
 def new_error_id() -> str:

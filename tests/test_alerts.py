@@ -15,7 +15,7 @@ from bot.db.engine import create_engine, sessionmaker
 from bot.fleet import Fleet
 from bot.incidents import Incidents
 from bot.monitor import Event, EventKind, MonitorState, PoolState, PoolTrack
-from bot.notifier import EntryView, IncidentView
+from bot.reads import EntryView, IncidentView
 
 T0 = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 

@@ -60,7 +60,7 @@ def test_serve_refuses_an_unmigrated_database_then_migrate_fixes_it(tmp_path: Pa
     assert "run `failover-bot migrate` first" in done.stderr
     migrated = bot("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout.strip() == "database schema at 0003"
+    assert migrated.stdout.strip() == "database schema at 0004"
     down = bot("migrate", "--downgrade", "base", env=env)
     assert down.stdout.strip() == "database schema at base"
 

@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import JournalEntry, Operation
-from bot.drills import Drills, next_weekly
 from bot.fleet import BlockedWindow, Fleet, GameDay
+from bot.operations.calendar import due, next_weekly, schedule_weekly
+from bot.operations.detail import detail_of
 from bot.safety import blocked_by
 
 THURSDAY = datetime(2026, 11, 26, 13, 0, tzinfo=UTC)
@@ -45,26 +46,18 @@ async def test_schedule_notice_and_start(fleet: Fleet, migrated_url: str) -> Non
     weekly = fleet.gamedays.model_copy(
         update={"weekly": [GameDay(region="eu-west", day="thu", time="14:00")], "blocked": []}
     )
-    drills = Drills(
-        fleet.model_copy(update={"gamedays": weekly}),
-        sessions,
-        None,
-        None,  # type: ignore[arg-type]  # no user view: nothing is measured here
-        lambda: now[0],
-        lambda: None,
-        "C1",
-    )
+    planned = fleet.model_copy(update={"gamedays": weekly})
     try:
-        await drills.schedule_weekly()
-        await drills.schedule_weekly()  # once per occurrence
+        await schedule_weekly(planned, sessions, lambda: now[0], "C1")
+        await schedule_weekly(planned, sessions, lambda: now[0], "C1")  # once per occurrence
         async with sessions() as session:
             [op] = (await session.scalars(select(Operation))).all()
         assert (op.state, op.region, op.requested_by) == ("scheduled", "eu-west", "schedule")
-        assert op.detail["at"] == THURSDAY.replace(hour=14).isoformat()
+        assert detail_of(op).at == THURSDAY.replace(hour=14)
         now[0] = THURSDAY.replace(minute=30)  # 30 min before: the notice
-        await drills._due()
+        await due(planned, sessions, lambda: now[0])
         now[0] = THURSDAY.replace(hour=14)
-        await drills._due()
+        await due(planned, sessions, lambda: now[0])
         async with sessions() as session:
             started = await session.get(Operation, op.id)
             texts = [
@@ -72,7 +65,7 @@ async def test_schedule_notice_and_start(fleet: Fleet, migrated_url: str) -> Non
                 for j in await session.scalars(select(JournalEntry).order_by(JournalEntry.id))
             ]
         assert (
-            started is not None and started.state == "applying"
+            started is not None and started.state == "starting"
         )  # the driver now runs it, preflight first
         assert "drill of eu-west starts at 14:00 UTC" in texts
         assert "the scheduled drill of eu-west starts now" in texts

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot.balancer import LiveView
 from bot.fleet import Fleet, load_fleet
+from bot.lbmodel import LiveView
 from bot.plancheck import CheckLine, check_plan
 from bot.planned import planned_view
 from bot.planreview import review_plan

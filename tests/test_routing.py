@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.balancer import LoadBalancerInfo, PoolInfo
 from bot.fleet import GEO_REGIONS
+from bot.lbmodel import LoadBalancerInfo, PoolInfo
 from bot.loadbalancer.convert import lb_from_json
 from bot.routing import (
     Route,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.balancer import LiveView
 from bot.fleet import Fleet, load_fleet
+from bot.lbmodel import LiveView
 from bot.planned import planned_view
 from bot.routing import routing_table
 from bot.safety import InFlight, Proposal, Rule, after_change, assess

@@ -17,7 +17,6 @@ import cloudflare
 import httpx
 
 from bot import metrics
-from bot.balancer import HealthEvent, LiveView, LoadBalancerInfo, MonitorInfo, PoolHealth, PoolInfo
 from bot.errors import (
     ProviderAuthError,
     ProviderError,
@@ -26,6 +25,7 @@ from bot.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from bot.lbmodel import HealthEvent, LiveView, LoadBalancerInfo, MonitorInfo, PoolHealth, PoolInfo
 from bot.loadbalancer.breaker import CircuitBreaker
 from bot.loadbalancer.convert import (
     event_from_json,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.balancer import (
+from bot.lbmodel import (
     HealthEvent,
     LoadBalancerInfo,
     MonitorInfo,

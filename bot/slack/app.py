@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -19,8 +18,7 @@ from bot.home import Home
 from bot.invocation import Invocation
 from bot.settings import Settings
 from bot.slack.notifier import SlackNotifier
-from bot.views.alerts import SILENCE_ACTION, TIMELINE_ACTION
-from bot.views.operations import APPROVE_ACTION, CANCEL_ACTION, CONFIRM_ACTION
+from bot.views.actions import ACTION_IDS
 from bot.views.reply import Reply
 from commands.router import Router
 
@@ -84,11 +82,7 @@ def build_bolt_app(
         except Exception:
             log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
 
-    @app.action(
-        re.compile(
-            f"^({SILENCE_ACTION}|{TIMELINE_ACTION}|{CONFIRM_ACTION}|{APPROVE_ACTION}|{CANCEL_ACTION})"
-        )
-    )
+    @app.action(ACTION_IDS)
     async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         action = body["actions"][0]

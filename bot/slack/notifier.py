@@ -7,8 +7,7 @@ from datetime import datetime
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.home import Dashboard
-from bot.notifier import EntryView, IncidentView, OperationView
+from bot.reads import Dashboard, EntryView, IncidentView, OperationView
 from bot.views.alerts import incident_blocks, incident_text, thread_blocks, thread_text
 from bot.views.home import home_view
 from bot.views.operations import operation_blocks, operation_text

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, HeaderBlock
 
 from bot.durations import format_duration
-from bot.notifier import EntryView, IncidentView
+from bot.reads import EntryView, IncidentView
+from bot.views.actions import Action
 from bot.views.reply import context, section
 from bot.views.status import STATE_EMOJI
 
@@ -33,8 +34,6 @@ KIND_LABEL = {
     "CloudflareHealth": "Cloudflare health",
 }
 MAX_LISTED = 5  # more changes than this for one pool in a window is flapping: say so, show the last
-SILENCE_ACTION = "silence_region"
-TIMELINE_ACTION = "show_timeline"
 
 
 def _figure(value: float | None, target: float | None = None) -> str:
@@ -87,7 +86,7 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     buttons = [
         ButtonElement(
             text=f"Silence {region} 1h",
-            action_id=f"{SILENCE_ACTION}:{region}",
+            action_id=f"{Action.SILENCE}:{region}",
             value=region,
             confirm=ConfirmObject(
                 title="Silence alerts?",
@@ -100,7 +99,7 @@ def incident_blocks(view: IncidentView) -> list[Block]:
         if region not in view.silenced and not closed
     ]
     buttons.append(
-        ButtonElement(text="Show timeline", action_id=TIMELINE_ACTION, value=str(view.id))
+        ButtonElement(text="Show timeline", action_id=Action.TIMELINE, value=str(view.id))
     )
     blocks.append(ActionsBlock(block_id=f"incident-{view.id}", elements=buttons))
     return blocks

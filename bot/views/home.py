@@ -8,8 +8,8 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock
 
-from bot.home import Dashboard
 from bot.monitor import PoolState
+from bot.reads import Dashboard
 from bot.views.reply import context, section
 from bot.views.status import STATE_EMOJI
 

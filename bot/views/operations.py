@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, HeaderBlock
 
 from bot.durations import format_duration
-from bot.notifier import OperationView
+from bot.operations.state import FINISHED as FINISHED_STATES
+from bot.operations.state import OpState
+from bot.reads import DrillRecord, OperationView
 from bot.safety import Assessment, BlastRow
+from bot.views.actions import Action
 from bot.views.reply import Reply, context, section
-
-CONFIRM_ACTION = "confirm_operation"
-APPROVE_ACTION = "approve_operation"
-CANCEL_ACTION = "cancel_operation"
 
 
 def blast_lines(rows: Sequence[BlastRow]) -> str:
@@ -96,7 +96,7 @@ def proposal_reply(
             elements=[
                 ButtonElement(
                     text=label,
-                    action_id=CONFIRM_ACTION,
+                    action_id=Action.CONFIRM,
                     value=str(op_id),
                     style="danger",
                     confirm=ConfirmObject(
@@ -106,7 +106,7 @@ def proposal_reply(
                         deny="No",
                     ),
                 ),
-                ButtonElement(text="Cancel", action_id=CANCEL_ACTION, value=str(op_id)),
+                ButtonElement(text="Cancel", action_id=Action.CANCEL, value=str(op_id)),
             ],
         ),
     ]
@@ -124,7 +124,7 @@ def approval_blocks(op: OperationView, requester: str) -> list[Block]:
             elements=[
                 ButtonElement(
                     text="Approve",
-                    action_id=APPROVE_ACTION,
+                    action_id=Action.APPROVE,
                     value=str(op.id),
                     style="primary",
                     confirm=ConfirmObject(
@@ -139,7 +139,28 @@ def approval_blocks(op: OperationView, requester: str) -> list[Block]:
     ]
 
 
-STATE_EMOJI = {"active": "🔧", "restored": "✅", "failed": "❌", "restoring": "↩️", "applying": "⏳"}
+STATE_EMOJI: dict[str, str] = {
+    OpState.AWAITING_CONFIRMATION: "⏸️",
+    OpState.AWAITING_APPROVAL: "🙋",
+    OpState.SCHEDULED: "📅",
+    OpState.APPLYING: "⏳",
+    OpState.ACTIVE: "🔧",
+    OpState.RESTORING: "↩️",
+    OpState.REJOINING: "🔁",
+    OpState.RESTORED: "✅",
+    OpState.STARTING: "⏳",
+    OpState.SAVING: "💾",
+    OpState.DISABLING: "⏳",
+    OpState.MEASURING_RTO: "⏱️",
+    OpState.HOLDING: "🔧",
+    OpState.MEASURING_REJOIN: "⏱️",
+    OpState.SUCCEEDED: "✅",
+    OpState.FAILED: "❌",
+    OpState.ABORTED: "🛑",
+    OpState.INTERRUPTED: "⚠️",
+    OpState.BLOCKED: "⛔",
+    OpState.CANCELLED: "✖️",
+}
 
 
 def operation_text(op: OperationView) -> str:
@@ -167,8 +188,6 @@ def operation_blocks(op: OperationView) -> list[Block]:
     blocks.append(section(" · ".join(facts)))
     if op.blast:
         blocks.append(section(blast_lines(op.blast)))
-    if op.lines:
-        blocks.append(context(" · ".join(op.lines[-4:])))
     return blocks
 
 
@@ -186,4 +205,130 @@ def drains_reply(ops: Sequence[OperationView], now_text: str) -> Reply:
     return Reply(
         text=f"{len(ops)} drains",
         blocks=[section("*Drains*\n" + "\n".join(lines)), context(now_text)],
+    )
+
+
+def _said(text: str, emoji: str = "") -> Reply:
+    return Reply(text=text, blocks=[section(f"{emoji} {text}".strip())])
+
+
+def cancel_reply(outcome: str, op: OperationView | None, was: str, asked: str) -> Reply:
+    """The one cancel's answer; ``asked`` names what was asked for ("drill", "drain of eu-west")."""
+    if op is None:
+        return _said(f"There is no {asked} to cancel.")
+    name = f"{op.kind} #{op.id} of {op.origin or op.region}"
+    if outcome == "cancelled":
+        pending = "scheduled" if was == OpState.SCHEDULED else "pending"
+        return _said(f"The {pending} {name} is cancelled; nothing had changed.")
+    if outcome == "stopping":
+        return _said(f"Cancelling {name}: it restores the pool and reports.")
+    if op.kind == "drain" and op.state not in FINISHED_STATES:
+        return _said(
+            f"The {name} is {op.state.replace('_', ' ')}: use `/failover restore {op.region}`."
+        )
+    return _said(f"The {name} is {op.state.replace('_', ' ')}: nothing to cancel.")
+
+
+def restore_reply(outcome: str, region: str, op: OperationView | None) -> Reply:
+    number = f" (#{op.id})" if op else ""
+    text = {
+        "not drained": f"{region} is not drained: nothing to restore.",
+        "cancelled": f"The pending drain of {region}{number} is cancelled; nothing had changed.",
+        "already": f"{region} is already being restored{number}.",
+    }.get(
+        outcome,
+        f"Restoring {region}{number}; the drain's thread will say when it serves its regions "
+        "again.",
+    )
+    return _said(text, ":leftwards_arrow_with_hook:" if outcome == "restoring" else "")
+
+
+def extend_reply(
+    op: OperationView | None, until: datetime | None, capped: bool, region: str
+) -> Reply:
+    if op is None or until is None:
+        return _said(f"{region} has no active drain to extend.")
+    cap = " (the maximum)" if capped else ""
+    return _said(
+        f"The drain #{op.id} of {region} now restores itself at {until:%H:%M:%S} UTC{cap}."
+    )
+
+
+def confirmed_reply(op: OperationView, user: str) -> Reply:
+    """What the requester's confirm button says, by where the operation went."""
+    if op.state == OpState.AWAITING_APPROVAL:
+        return Reply(
+            text=f"<@{user}> asks an approver to approve: {op.kind} #{op.id} of {op.region}",
+            blocks=approval_blocks(op, user),
+            public=True,
+        )
+    if op.state == OpState.SCHEDULED and op.at is not None:
+        return _said(
+            f"The {op.kind} #{op.id} of {op.region} is scheduled for {op.at:%Y-%m-%d %H:%M} UTC.",
+            ":calendar:",
+        )
+    if op.kind == "drill":
+        return _said(
+            f"Drill #{op.id} of {op.region} starting: the channel follows it.",
+            ":hourglass_flowing_sand:",
+        )
+    return _said(
+        f"Draining {op.origin or op.region} (#{op.id}): the channel will show it.",
+        ":hourglass_flowing_sand:",
+    )
+
+
+def approved_reply(op: OperationView, user: str) -> Reply:
+    return Reply(
+        text=f"Approved: {op.kind} #{op.id} of {op.region}.",
+        blocks=[
+            section(f":white_check_mark: Approved by <@{user}>: {op.kind} #{op.id} of {op.region}.")
+        ],
+        public=True,
+    )
+
+
+def _figure(found: Mapping[str, float | None] | None) -> str:
+    if not found:
+        return "—"
+    return ", ".join(f"{k} {'—' if v is None else f'{v:.1f} s'}" for k, v in found.items())
+
+
+def drill_report_reply(record: DrillRecord, rto_target: float, rejoin_target: float) -> Reply:
+    op = record.drill
+    lines = [f"`{e.at:%H:%M:%S}` {e.text}" for e in record.journal]
+    history = [
+        f"#{o.id} {o.state}: RTO {_figure(o.rto)}, rejoin {_figure(o.rejoin)}"
+        for o in record.earlier
+    ]
+    blocks: list[Block] = [
+        section(f"*Drill #{op.id} of {op.region}: {op.state.upper()}*"),
+        section(
+            f"RTO {_figure(op.rto)} (target < {rto_target:g} s) · "
+            f"rejoin {_figure(op.rejoin)} (target < {rejoin_target:g} s)"
+        ),
+        section("*Journal*\n" + "\n".join(lines)[:2900]),
+        context("Earlier drills of this region: " + ("; ".join(history) if history else "none")),
+    ]
+    return Reply(text=f"Drill #{op.id}: {op.state}", blocks=blocks)
+
+
+def drills_reply(ops: Sequence[OperationView]) -> Reply:
+    if not ops:
+        return Reply(
+            text="No drills yet.",
+            blocks=[section("No drills yet. `/failover drill <region>` runs one.")],
+        )
+    lines = [
+        f"• #{o.id} *{o.region}* scheduled for {o.at:%Y-%m-%d %H:%M} UTC ({o.reason})"
+        if o.state == OpState.SCHEDULED and o.at is not None
+        else (
+            f"• #{o.id} *{o.region}* {o.state} · "
+            + (f"{o.created_at:%Y-%m-%d %H:%M} UTC · " if o.created_at else "")
+            + f"RTO {_figure(o.rto)}"
+        )
+        for o in ops
+    ]
+    return Reply(
+        text=f"{len(ops)} drills", blocks=[section("*Drills* (newest first)\n" + "\n".join(lines))]
     )

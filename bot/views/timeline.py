@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from slack_sdk.models.blocks import Block, HeaderBlock
 
 from bot.durations import format_duration
-from bot.notifier import IncidentView
+from bot.reads import IncidentView
 from bot.views.alerts import KIND_LABEL, _figure, incident_text
 from bot.views.reply import Reply, context, section
 

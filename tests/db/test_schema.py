@@ -12,7 +12,7 @@ from bot.assembly import build_bot
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
-from bot.db.models import AuditEntry
+from bot.db.models import AuditEntry, Operation
 from bot.errors import SchemaOutOfDate
 from bot.invocation import Invocation
 from bot.sandbox.world import Sandbox
@@ -84,7 +84,7 @@ async def test_serve_refuses_a_schema_one_revision_behind(
     await engine.dispose()
     with pytest.raises(
         SchemaOutOfDate,
-        match="schema is at 0001 but this bot needs 0003: run `failover-bot migrate`",
+        match="schema is at 0001 but this bot needs 0004: run `failover-bot migrate`",
     ):
         await build_bot(sandbox_settings(world, database_url))
 
@@ -102,6 +102,32 @@ async def test_downgrade_keeps_the_tables_it_does_not_drop(database_url: str) ->
         assert {"incidents", "operations"}.isdisjoint(await tables(database_url))
         await schema.upgrade(engine)
         assert [r.user_id for r in reversed(await trail.recent())] == ["U0", "U1", "U2"]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_drill_waiting_for_its_driver_is_starting_after_the_upgrade(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        await schema.upgrade(engine, "0003")
+        async with engine.begin() as conn:
+            for n, kind in enumerate(("drill", "drain"), start=1):
+                await conn.exec_driver_sql(
+                    "INSERT INTO operations (id, kind, region, state, requested_by, reason, "
+                    "break_glass, created_at, updated_at, channel, detail) VALUES "
+                    f"({n}, '{kind}', 'eu-west', 'applying', 'U1', 'r', '[]', "
+                    "'2026-12-02 10:00:00', '2026-12-02 10:00:00', 'C1', '{}')"
+                )
+        await schema.upgrade(engine)
+        async with sessionmaker(engine)() as session:
+            states = {o.kind: o.state for o in await session.scalars(select(Operation))}
+        assert states == {"drill": "starting", "drain": "applying"}
+        await schema.downgrade(engine, "0003")
+        async with engine.connect() as conn:
+            rows = (await conn.exec_driver_sql("SELECT kind, state FROM operations")).all()
+        assert sorted(rows) == [("drain", "applying"), ("drill", "applying")]
     finally:
         await engine.dispose()
 

@@ -104,7 +104,8 @@ async def test_refusals_dry_run_noop_extend_cancel(ops: Ops) -> None:
     shown = await ops.say("drain eu-west --for 48h too long")
     assert "A drain lasts up to 24h" in shown
     await ops.say("drain eu-west --for 1h planned")
-    assert "pending drain of eu-west is cancelled" in await ops.say("drain cancel eu-west")
+    cancelled = await ops.say("drain cancel eu-west")
+    assert "The pending drain #1 of eu-west is cancelled; nothing had changed." in cancelled
     assert (await ops.say("drains")).startswith("No region is drained")
 
 

@@ -168,7 +168,7 @@ async def test_a_drill_scheduled_with_at_is_listed_and_cancelled(ops: Ops) -> No
     listed = await ops.say("drills")
     assert f"eu-west scheduled for {at:%Y-%m-%d %H:%M} UTC" in listed
     assert await ops.pool_enabled("eu-west")  # nothing moved yet
-    assert "The scheduled drill #1 of eu-west is cancelled." in await ops.say("drill cancel")
+    assert "The scheduled drill #1 of eu-west is cancelled;" in await ops.say("drill cancel")
 
 
 async def test_no_drain_while_a_drill_runs(ops: Ops) -> None:
@@ -193,4 +193,6 @@ async def test_cancel_button_needs_an_operator_and_cancels_only_its_own(ops: Ops
     denied = await ops.press("Cancel", user="U0STRANGER", message=proposal)
     assert "Only operators may cancel changes" in render_message(denied)
     done = await ops.press("Cancel", message=proposal)
-    assert "The drill of eu-west is cancelled; nothing had changed." in render_message(done)
+    assert "The pending drill #1 of eu-west is cancelled; nothing had changed." in render_message(
+        done
+    )

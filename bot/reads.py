@@ -1,0 +1,104 @@
+"""What views read: incidents, their timeline entries and figures, operations, the dashboard.
+
+Plain data, no I/O: services build these from the database, views turn them into messages, so a
+view never needs a database session or an HTTP client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from bot.monitor import PoolState
+from bot.safety import BlastRow
+
+
+@dataclass(frozen=True)
+class Figures:
+    time_to_detect: float | None
+    rto: float | None
+    time_to_recover: float | None
+
+
+@dataclass(frozen=True)
+class EntryView:
+    id: int
+    at: datetime
+    kind: str
+    region: str | None
+    severity: str
+    text: str
+    source: str
+    author: str | None = None
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    id: int
+    title: str
+    severity: str
+    opened_at: datetime
+    began_at: datetime
+    closed_at: datetime | None
+    regions: Sequence[str]
+    entries: Sequence[EntryView]
+    figures: Figures
+    rto_target: float
+    rejoin_target: float
+    now: datetime
+    states: Mapping[str, PoolState] = field(default_factory=dict)
+    failed_over: Mapping[str, str] = field(default_factory=dict)  # geo -> region serving it
+    stranded: Mapping[str, str] = field(default_factory=dict)  # geo -> what its users get
+    silenced: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class OperationView:
+    """A drain or drill as people see it."""
+
+    id: int
+    kind: str
+    region: str
+    origin: str | None
+    state: str
+    requested_by: str
+    approved_by: str | None
+    reason: str
+    break_glass: Sequence[str]
+    applied_at: datetime | None
+    expires_at: datetime | None
+    blast: Sequence[BlastRow] = ()
+    created_at: datetime | None = None
+    at: datetime | None = None  # a scheduled drill's start
+    rto: Mapping[str, float | None] | None = None  # a drill's figures, by vantage point
+    rejoin: Mapping[str, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    at: datetime
+    text: str
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    drill: OperationView
+    journal: Sequence[JournalLine]
+    earlier: Sequence[OperationView]  # the region's earlier drills, newest first
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    regions: dict[str, str]  # region -> state
+    cloudflare: dict[str, str]  # region -> Cloudflare's health
+    moved: dict[str, str]  # geo -> region serving it instead of its own
+    stranded: dict[str, str] = field(default_factory=dict)  # geo -> what its users get instead
+    incidents: list[str] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+    next_game_day: str | None = None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
