@@ -93,8 +93,8 @@ async def check() -> None:
 async def discover(hostname: str | None, out: str, force: bool) -> None:
     import tomli_w
 
+    from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
     from bot.discovery import plan_from_live
-    from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 
     settings = load_settings()
     if not settings.cloudflare_configured:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.access import Access
 from bot.alerts import Alerts
+from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
@@ -23,7 +24,6 @@ from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
 from bot.home import Home
 from bot.incidents import Incidents
-from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
 from bot.operations.workflow import Operations
@@ -33,7 +33,7 @@ from bot.settings import Settings
 from bot.slack.app import build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
-from bot.userview import UserView
+from bot.vantages import Vantages
 from bot.watch import Watch, stored_state
 from commands.base import Services
 from commands.router import Router
@@ -89,12 +89,12 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         )
     prober = Prober(fleet.monitor)
     http = httpx.AsyncClient(follow_redirects=True)
-    userview = UserView(fleet, http, settings.relay_token)
+    vantages = Vantages(fleet, http, settings.relay_token)
     sessions = sessionmaker(engine)
     # The watch writes its state at every Cloudflare read; older than a few reads, none runs.
     fresh = 3 * fleet.watch.cloudflare_poll + fleet.watch.lease_ttl
     status = StatusService(
-        fleet, prober, loadbalancer, userview, partial(stored_state, sessions, fresh)
+        fleet, prober, loadbalancer, vantages, partial(stored_state, sessions, fresh)
     )
     clock = partial(datetime.now, UTC)
     channel = settings.slack_channel or ""
@@ -103,7 +103,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     operations = Operations(fleet, sessions, loadbalancer, clock, channel)
     watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
     drills = (
-        Drills(fleet, sessions, loadbalancer, userview, clock, lambda: watch.monitor.state, channel)
+        Drills(fleet, sessions, loadbalancer, vantages, clock, lambda: watch.monitor.state, channel)
         if watch is not None
         else None
     )

@@ -1,6 +1,6 @@
 """The ports: what services need from the outside world, in the domain's terms.
 
-Adapters implement them: ``bot.loadbalancer.cloudflare.CloudflareLoadBalancer`` (the official
+Adapters implement them: ``bot.cloudflare_api.cloudflare.CloudflareLoadBalancer`` (the official
 Cloudflare SDK), ``bot.slack.notifier.SlackNotifier`` (Slack's Web API), ``bot.db.audit``'s
 ``SqlAuditTrail``; tests use the fakes in tests/fakes.py.
 """

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bot.monitor import PoolState
 from bot.safety import BlastRow
@@ -102,3 +103,27 @@ class Dashboard:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublicCheck:
+    where: str  # "the bot's location", "relay WEU"
+    geo: str | None
+    status: int | None = None
+    latency: float | None = None  # seconds
+    region: str | None = None  # the region that served it, by the rule
+    said: str | None = None  # what the answer said, when the rule could not map it
+    error: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> PublicCheck:
+        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "where"}
+        return cls(where=where, **fields)

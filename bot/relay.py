@@ -13,7 +13,7 @@ import httpx
 from aiohttp import web
 
 from bot.fleet import PublicSettings
-from bot.userview import fetch_public
+from bot.vantages import fetch_public
 
 
 def build_relay_app(public: PublicSettings, geo: str, token: str | None = None) -> web.Application:

@@ -14,10 +14,11 @@ from bot.access import Access
 from bot.db import schema
 from bot.db.engine import create_engine, sessionmaker
 from bot.fleet import Fleet, load_fleet
+from bot.fleetstatus import FleetStatus, RegionStatus
 from bot.incidents import Incidents
 from bot.invocation import Invocation
 from bot.monitor import PoolState
-from bot.status import FleetStatus, RegionStatus, StatusService
+from bot.status import StatusService
 from commands.base import Services
 from commands.router import Router
 

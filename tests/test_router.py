@@ -8,8 +8,9 @@ import re
 import pytest
 
 from bot.fleet import Fleet
+from bot.fleetstatus import FleetStatus
 from bot.invocation import Invocation
-from bot.status import FleetStatus, StatusService
+from bot.status import StatusService
 from commands.base import Services
 from commands.parsing import normalize, tokenize
 from commands.router import Router

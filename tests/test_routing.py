@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.cloudflare_api.convert import lb_from_json
 from bot.fleet import GEO_REGIONS
 from bot.lbmodel import LoadBalancerInfo, PoolInfo
-from bot.loadbalancer.convert import lb_from_json
 from bot.routing import (
     Route,
     Users,

@@ -31,9 +31,10 @@ from bot.operations.preflight import preflight
 from bot.operations.state import OpState, move
 from bot.operations.store import audit_change, journal, load, post_owed, running_drills
 from bot.ports import LoadBalancer, OperationNotifier
+from bot.reads import PublicCheck
 from bot.routing import routing_table
 from bot.safety import after_change, blast_radius
-from bot.userview import PublicCheck, UserView
+from bot.vantages import Vantages
 
 log = logging.getLogger(__name__)
 SAFEGUARD_EVERY = 0.5  # seconds between two looks at the receiving pools during the hold
@@ -76,7 +77,7 @@ class Drills:
         fleet: Fleet,
         sessions: async_sessionmaker[AsyncSession],
         loadbalancer: LoadBalancer | None,
-        userview: UserView,
+        vantages: Vantages,
         clock: Callable[[], datetime],
         monitor_state: Callable[[], MonitorState | None],
         channel: str = "",
@@ -84,7 +85,7 @@ class Drills:
         self.fleet = fleet
         self.sessions = sessions
         self.loadbalancer = loadbalancer
-        self.userview = userview
+        self.vantages = vantages
         self.clock = clock
         self.monitor_state = monitor_state
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -313,7 +314,7 @@ class Drills:
     # ------------------------------------------------------------------ measuring
 
     async def _sample(self, vantages: list[str]) -> dict[str, PublicCheck]:
-        checks = await self.userview.check(budget=SAMPLE_BUDGET)
+        checks = await self.vantages.check(budget=SAMPLE_BUDGET)
         return {
             c.geo or "bot": c
             for c in checks

@@ -7,11 +7,11 @@ from collections import defaultdict
 from slack_sdk.models.blocks import Block, HeaderBlock
 
 from bot.durations import format_duration
+from bot.fleetstatus import FleetStatus, RegionStatus
 from bot.monitor import PoolState
 from bot.observations import ProbeResult
+from bot.reads import PublicCheck
 from bot.routing import Route, Users, Via, effective_policy
-from bot.status import FleetStatus, RegionStatus
-from bot.userview import PublicCheck
 from bot.views.reply import Reply, context, section
 
 STATE_EMOJI = {

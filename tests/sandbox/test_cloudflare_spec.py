@@ -16,8 +16,8 @@ from openapi_core.validation.request.validators import (
 )
 from openapi_schema_validator import OAS30Validator
 
+from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.errors import ProviderError
-from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.sandbox.world import Sandbox
 
 from ..conftest import ROOT

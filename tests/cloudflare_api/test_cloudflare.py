@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.errors import (
     ProviderAuthError,
     ProviderNotFound,
     ProviderRateLimited,
     ProviderUnavailable,
 )
-from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 from bot.sandbox.world import Sandbox
 
 from ..conftest import eventually

@@ -17,6 +17,14 @@ import cloudflare
 import httpx
 
 from bot import metrics
+from bot.cloudflare_api.breaker import CircuitBreaker
+from bot.cloudflare_api.convert import (
+    event_from_json,
+    lb_from_json,
+    monitor_from_json,
+    pool_from_json,
+    pool_health_from_json,
+)
 from bot.errors import (
     ProviderAuthError,
     ProviderError,
@@ -26,14 +34,6 @@ from bot.errors import (
     ProviderUnavailable,
 )
 from bot.lbmodel import HealthEvent, LiveView, LoadBalancerInfo, MonitorInfo, PoolHealth, PoolInfo
-from bot.loadbalancer.breaker import CircuitBreaker
-from bot.loadbalancer.convert import (
-    event_from_json,
-    lb_from_json,
-    monitor_from_json,
-    pool_from_json,
-    pool_health_from_json,
-)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

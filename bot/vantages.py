@@ -10,36 +10,11 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import httpx
 
 from bot.fleet import Fleet, PublicSettings, Relay, ServedBy
-
-
-@dataclass(frozen=True)
-class PublicCheck:
-    where: str  # "the bot's location", "relay WEU"
-    geo: str | None
-    status: int | None = None
-    latency: float | None = None  # seconds
-    region: str | None = None  # the region that served it, by the rule
-    said: str | None = None  # what the answer said, when the rule could not map it
-    error: str | None = None
-    retry_after: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str) -> PublicCheck:
-        fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "where"}
-        return cls(where=where, **fields)
+from bot.reads import PublicCheck
 
 
 def served_by(
@@ -112,7 +87,7 @@ async def ask_relay(
         return PublicCheck(where, relay.geo, error=f"relay failed: {exc}")
 
 
-class UserView:
+class Vantages:
     """The public hostname from the bot's location and from every relay, at once."""
 
     def __init__(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bot.cloudflare_api.breaker import CircuitBreaker
+from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.errors import ProviderUnavailable
-from bot.loadbalancer.breaker import CircuitBreaker
-from bot.loadbalancer.cloudflare import CloudflareLoadBalancer
 
 
 def test_opens_after_five_and_tries_once_after_the_cooldown() -> None:
