@@ -11,10 +11,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.monitor import PoolState
-from bot.safety import BlastRow
+if TYPE_CHECKING:  # annotations only: a relay reads PublicCheck without the bot's logic
+    from bot.monitor import PoolState
+    from bot.safety import BlastRow
 
 
 @dataclass(frozen=True)

@@ -470,7 +470,9 @@ async def test_a_gray_failure_is_healthy_to_the_monitor_only(make_stage: MakeSta
 
 
 def test_the_oracle_imports_nothing_from_the_bots_logic() -> None:
-    forbidden = ("routing", "health", "monitor", "safety", "loadbalancer", "status", "observations")
+    forbidden = (
+        "routing", "health", "monitor", "safety", "cloudflare_api", "status", "observations",
+    )  # fmt: skip
     code = (
         "import sys, json, bot.sandbox.world, bot.sandbox.dataplane, bot.sandbox.cloudflare;"
         "print(json.dumps(sorted(sys.modules)))"
