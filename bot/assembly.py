@@ -28,8 +28,10 @@ from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
 from bot.operations.workflow import Operations
 from bot.ports import LoadBalancer
+from bot.records import IncidentRecords
 from bot.scheduler import Leadership
 from bot.settings import Settings
+from bot.silences import Silences
 from bot.slack.app import build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
@@ -111,8 +113,8 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         fleet=fleet,
         status=status,
         loadbalancer=loadbalancer,
-        sessions=sessions,
-        incidents=incidents,
+        records=IncidentRecords(fleet, sessions, incidents, clock),
+        silences=Silences(sessions, clock),
         access=access,
         operations=operations,
         clock=clock,

@@ -17,6 +17,10 @@ class UsageError(FailoverBotError):
         self.usage = usage
 
 
+class OperationRefused(FailoverBotError):
+    """A drain or drill may not proceed (or a click came too late); the message says why."""
+
+
 class SchemaOutOfDate(FailoverBotError):
     """The database schema is older than the code."""
 

@@ -128,3 +128,11 @@ class PublicCheck:
     def from_json(cls, data: Mapping[str, Any], where: str) -> PublicCheck:
         fields = {k: data.get(k) for k in cls.__dataclass_fields__ if k != "where"}
         return cls(where=where, **fields)
+
+
+@dataclass(frozen=True)
+class SilenceView:
+    region: str
+    until: datetime
+    reason: str
+    created_by: str

@@ -3,7 +3,6 @@
 from datetime import timedelta
 
 from bot.errors import UsageError
-from bot.operations.store import OperationRefused
 from bot.views.actions import Action
 from bot.views.errors import usage_error
 from bot.views.operations import approved_reply, cancel_reply, confirmed_reply
@@ -31,15 +30,13 @@ async def operation_action(action_id: str, value: str, ctx: Context) -> Reply:
             Action(action_id), "approve"
         )
         return usage_error(f"Only {role}s may {verb}. {role.capitalize()}s: {access.who(role)}.")
-    try:
-        if action_id == Action.CONFIRM:
-            return confirmed_reply(await ops.confirm(int(value), user), user)
-        if action_id == Action.APPROVE:
-            return approved_reply(await ops.approve(int(value), user), user)
-        c = await ops.cancel(int(value), user)
-        return cancel_reply(c.outcome, c.op, c.was, "operation")
-    except OperationRefused as exc:
-        return usage_error(str(exc))
+    # A refusal (too late, not the requester, things changed) is said by the router.
+    if action_id == Action.CONFIRM:
+        return confirmed_reply(await ops.confirm(int(value), user), user)
+    if action_id == Action.APPROVE:
+        return approved_reply(await ops.approve(int(value), user), user)
+    c = await ops.cancel(int(value), user)
+    return cancel_reply(c.outcome, c.op, c.was, "operation")
 
 
 async def run_action(action_id: str, value: str, ctx: Context) -> Reply:

@@ -6,14 +6,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from bot.access import Access
 from bot.fleet import Fleet
-from bot.incidents import Incidents
 from bot.invocation import Invocation as Invocation
 from bot.operations.workflow import Operations
 from bot.ports import LoadBalancer
+from bot.records import IncidentRecords
+from bot.silences import Silences
 from bot.status import StatusService
 from bot.views.reply import Reply
 
@@ -25,15 +24,11 @@ class Services:
     fleet: Fleet
     status: StatusService
     loadbalancer: LoadBalancer | None = None
-    sessions: async_sessionmaker[AsyncSession] | None = None
-    incidents: Incidents | None = None
+    records: IncidentRecords | None = None  # incidents, for reading and notes
+    silences: Silences | None = None
     access: Access | None = None
     operations: Operations | None = None  # drains and drills
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    def db(self) -> async_sessionmaker[AsyncSession]:
-        assert self.sessions is not None, "this command needs the database"
-        return self.sessions
 
 
 @dataclass(frozen=True)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
-from bot.operations.store import OperationRefused
 from bot.operations.workflow import Operations
-from bot.safety import Proposal, Rule, blast_radius
+from bot.safety import Proposal, Rule
 from bot.views.errors import usage_error
 from bot.views.operations import (
-    blast_lines,
     cancel_reply,
     drains_reply,
     dry_run_reply,
     extend_reply,
+    noop_reply,
     proposal_reply,
     refusal_reply,
+    restore_preview_reply,
     restore_reply,
 )
-from bot.views.reply import Reply, section
+from bot.views.reply import Reply
 from commands.base import Command, Context
 from commands.parsing import Option, parse_options
 from commands.silences import region_of
@@ -101,7 +99,7 @@ async def drain(args: list[str], ctx: Context) -> Reply:
     proposed = await operations(ctx).propose(proposal, reason, user, breaking, length=length)
     a = proposed.assessment
     if a.noop:
-        return Reply(text=a.noop, blocks=[section(f":information_source: {a.noop}")])
+        return noop_reply(a.noop)
     if proposed.operation is None:
         return refusal_reply("drain", region, origin, a)
     return proposal_reply(proposed.operation.id, "drain", region, origin, length, a)
@@ -129,43 +127,17 @@ async def _manage(args: list[str], ctx: Context) -> Reply:
     return extend_reply(e.op, e.until, e.capped, region)
 
 
-async def _restore_preview(region: str, ctx: Context) -> Reply:
-    """What re-enabling ``region`` would move back, without doing it."""
-    lb = ctx.services.loadbalancer
-    if lb is None:
-        raise UsageError("Cloudflare is not configured: nothing to preview.")
-    view = await lb.live_view(ctx.services.fleet.load_balancer.hostname)
-    pool = view.pool_by_name(ctx.services.fleet.regions[region].pool)
-    if pool is None:
-        raise UsageError(f"The pool of {region} is not in the account.")
-    origins = tuple(replace(o, enabled=True) for o in pool.origins)
-    # A re-enabled pool gets no traffic until Cloudflare's first check of it; this is after it,
-    # with the origins as Cloudflare last saw them (a failed one is still counted failed).
-    up = sum(1 for o in origins if o.healthy is not False)
-    enabled = replace(pool, enabled=True, origins=origins, healthy=up >= pool.minimum_origins)
-    rows = blast_radius(ctx.services.fleet, view, {**view.pools, pool.id: enabled})
-    moves = any(r.moves for r in rows)
-    when = ""
-    if view.monitor is not None:
-        wait = view.monitor.interval + ctx.services.fleet.load_balancer.propagation
-        when = f" Once Cloudflare has checked it (within about {format_duration(wait)}):"
-    text = f"Dry run: restore {region}." + (when if moves else " Nothing would move.")
-    return Reply(text=text, blocks=[section(f":mag: {text}"), section(blast_lines(rows))])
-
-
 async def restore(args: list[str], ctx: Context) -> Reply:
     parsed = parse_options(args, (Option("--dry-run"),), RESTORE_USAGE)
     if len(parsed.words) != 1:
         raise UsageError("Name one region to restore.", RESTORE_USAGE)
     region = region_of(parsed.words[0], ctx, RESTORE_USAGE)
     if parsed.get("dry_run"):
-        return await _restore_preview(region, ctx)
+        rows, wait = await operations(ctx).restore_preview(region)
+        return restore_preview_reply(region, rows, wait)
     if (denied := await require_operator(ctx)) is not None:
         return denied
-    try:
-        outcome, op = await operations(ctx).restore(region, ctx.invocation.user_id)
-    except OperationRefused as exc:
-        return usage_error(str(exc))
+    outcome, op = await operations(ctx).restore(region, ctx.invocation.user_id)
     return restore_reply(outcome, region, op)
 
 

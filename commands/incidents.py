@@ -1,47 +1,59 @@
 """``/failover incidents``, ``timeline <id> [markdown]``, ``note <id> <text>``."""
 
 from bot.errors import UsageError
-from bot.incidents import recent_incidents
-from bot.views.reply import Reply, section
-from bot.views.timeline import incidents_reply, markdown_reply, timeline_reply
+from bot.records import IncidentRecords
+from bot.views.reply import Reply
+from bot.views.timeline import incidents_reply, markdown_reply, noted_reply, timeline_reply
 from commands.base import Command, Context
-from commands.records import find, view_of
 
 TIMELINE_USAGE = "timeline <id> [markdown]"
 NOTE_USAGE = "note <id> <text>"
 
 
+def records(ctx: Context) -> IncidentRecords:
+    if ctx.services.records is None:
+        raise UsageError("Incidents need the database, which is not set up here.")
+    return ctx.services.records
+
+
+def incident_id(word: str, usage: str) -> int:
+    number = word.lstrip("#")
+    if not number.isdigit():
+        raise UsageError(
+            f"`{word}` is not an incident id (a number, as `/failover incidents` lists them).",
+            usage,
+        )
+    return int(number)
+
+
+def no_such(word: str, usage: str) -> UsageError:
+    return UsageError(f"There is no incident {word}. `/failover incidents` lists them.", usage)
+
+
 async def list_incidents(args: list[str], ctx: Context) -> Reply:
     if args:
         raise UsageError(f"`incidents` takes no arguments (got `{' '.join(args)}`).", "incidents")
-    async with ctx.services.db()() as session:
-        rows = await recent_incidents(session)
-        return incidents_reply([await view_of(ctx, session, i) for i in rows])
+    return incidents_reply(await records(ctx).recent())
 
 
 async def timeline(args: list[str], ctx: Context) -> Reply:
     if not args or len(args) > 2 or (len(args) == 2 and args[1].lower() != "markdown"):
         raise UsageError("Name one incident, and optionally `markdown`.", TIMELINE_USAGE)
-    async with ctx.services.db()() as session:
-        view = await view_of(ctx, session, await find(ctx, session, args[0], TIMELINE_USAGE))
+    view = await records(ctx).get(incident_id(args[0], TIMELINE_USAGE))
+    if view is None:
+        raise no_such(args[0], TIMELINE_USAGE)
     return markdown_reply(view) if len(args) == 2 else timeline_reply(view)
 
 
 async def note(args: list[str], ctx: Context) -> Reply:
     if len(args) < 2:
         raise UsageError("Say which incident and what to note.", NOTE_USAGE)
-    incidents = ctx.services.incidents
-    assert incidents is not None
+    number = incident_id(args[0], NOTE_USAGE)
     text = " ".join(args[1:])[:2000]
     who = ctx.invocation.user_name or ctx.invocation.user_id
-    async with ctx.services.db().begin() as session:
-        incident = await find(ctx, session, args[0], NOTE_USAGE)
-        await incidents.note(session, incident, who, text, ctx.services.clock())
-        number = incident.id
-    return Reply(
-        text=f"Noted on incident #{number}.",
-        blocks=[section(f":memo: Noted on incident #{number}: {text}")],
-    )
+    if not await records(ctx).note(number, who, text):
+        raise no_such(args[0], NOTE_USAGE)
+    return noted_reply(number, text)
 
 
 INCIDENTS = Command(

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot import metrics
-from bot.errors import ProviderError, UsageError
+from bot.errors import OperationRefused, ProviderError, UsageError
 from bot.logs import request_id
 from bot.ports import AuditTrail
 from bot.views.errors import internal_error, provider_error, usage_error
@@ -102,6 +102,8 @@ class Router:
             reply = await dispatch(ctx)
         except UsageError as exc:
             reply = usage_error(str(exc), "/failover help")
+        except OperationRefused as exc:
+            reply = usage_error(str(exc))
         except ProviderError as exc:
             reply = provider_error(str(exc))
         except Exception:

@@ -5,7 +5,9 @@ from datetime import timedelta
 from bot import silences
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
-from bot.views.reply import Reply, context, section
+from bot.silences import Silences
+from bot.views.reply import Reply
+from bot.views.silences import silenced_reply, silences_reply, unsilenced_reply
 from commands.base import Command, Context
 from commands.parsing import pick
 
@@ -21,18 +23,16 @@ def region_of(word: str, ctx: Context, usage: str) -> str:
     return region
 
 
+def silences_of(ctx: Context) -> Silences:
+    if ctx.services.silences is None:
+        raise UsageError("Silences need the database, which is not set up here.")
+    return ctx.services.silences
+
+
 async def silence_region(ctx: Context, region: str, length: timedelta, reason: str) -> Reply:
-    now = ctx.services.clock()
     who = ctx.invocation.user_name or ctx.invocation.user_id
-    async with ctx.services.db().begin() as session:
-        row = await silences.silence(session, region, length, reason, who, now)
-        until = row.until
-    text = (
-        f"Silenced {region} for {format_duration(length.total_seconds())}, "
-        f"until {until:%H:%M} UTC: "
-        f"no thread replies for it (recoveries still post). `/failover unsilence {region}` ends it."
-    )
-    return Reply(text=text, blocks=[section(f":no_bell: {text}"), context(f"reason: {reason}")])
+    row = await silences_of(ctx).silence(region, length, reason, who)
+    return silenced_reply(row, length.total_seconds())
 
 
 async def silence(args: list[str], ctx: Context) -> Reply:
@@ -56,32 +56,14 @@ async def silence(args: list[str], ctx: Context) -> Reply:
 
 
 async def list_silences(args: list[str], ctx: Context) -> Reply:
-    now = ctx.services.clock()
-    async with ctx.services.db()() as session:
-        rows = await silences.active(session, now)
-    if not rows:
-        return Reply(text="No region is silenced.", blocks=[section("No region is silenced.")])
-    lines = [
-        f"• *{s.region}* until {s.until:%H:%M} UTC "
-        f"({format_duration((s.until - now).total_seconds())} left) "
-        f"by {s.created_by}: {s.reason}"
-        for s in rows
-    ]
-    return Reply(text=f"{len(rows)} silences", blocks=[section("*Silences*\n" + "\n".join(lines))])
+    return silences_reply(await silences_of(ctx).active(), ctx.services.clock())
 
 
 async def unsilence(args: list[str], ctx: Context) -> Reply:
     if len(args) != 1:
         raise UsageError("Name one region.", UNSILENCE_USAGE)
     region = region_of(args[0], ctx, UNSILENCE_USAGE)
-    async with ctx.services.db().begin() as session:
-        ended = await silences.unsilence(session, region, ctx.services.clock())
-    text = (
-        f"{region} is no longer silenced."
-        if ended
-        else f"{region} was not silenced: nothing to do."
-    )
-    return Reply(text=text, blocks=[section(text)])
+    return unsilenced_reply(region, await silences_of(ctx).unsilence(region))
 
 
 SILENCE = Command(

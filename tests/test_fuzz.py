@@ -18,6 +18,8 @@ from bot.fleetstatus import FleetStatus, RegionStatus
 from bot.incidents import Incidents
 from bot.invocation import Invocation
 from bot.monitor import PoolState
+from bot.records import IncidentRecords
+from bot.silences import Silences
 from bot.status import StatusService
 from commands.base import Services
 from commands.router import Router
@@ -66,8 +68,10 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     services = Services(
         FLEET,
         NoProbes(FLEET),
-        sessions=sessionmaker(engine),
-        incidents=Incidents(FLEET, "C1"),
+        records=IncidentRecords(
+            FLEET, sessionmaker(engine), Incidents(FLEET, "C1"), lambda: datetime.now(UTC)
+        ),
+        silences=Silences(sessionmaker(engine), lambda: datetime.now(UTC)),
         access=Access(FLEET.access),
     )
     yield Router(services, Audit())

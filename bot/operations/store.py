@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import AuditEntry, JournalEntry, Operation
-from bot.errors import FailoverBotError
+from bot.errors import OperationRefused
 from bot.fleet import Fleet
 from bot.operations.detail import detail_of
 from bot.operations.state import (
@@ -23,10 +23,6 @@ from bot.operations.state import (
 from bot.ports import OperationNotifier
 from bot.reads import OperationView
 from bot.safety import InFlight
-
-
-class OperationRefused(FailoverBotError):
-    """The operation may not proceed; the message says why."""
 
 
 async def load(session: AsyncSession, op_id: int, lock: bool = False) -> Operation:

@@ -8,7 +8,7 @@ transition table (bot/operations/state.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import JournalEntry, Operation
+from bot.errors import OperationRefused
 from bot.fleet import Fleet
 from bot.operations.detail import OperationDetail, detail_of, update_detail
 from bot.operations.state import (
@@ -27,7 +28,6 @@ from bot.operations.state import (
     move,
 )
 from bot.operations.store import (
-    OperationRefused,
     in_flight,
     journal,
     load,
@@ -39,7 +39,7 @@ from bot.operations.store import (
 )
 from bot.ports import LoadBalancer
 from bot.reads import DrillRecord, JournalLine, OperationView
-from bot.safety import Assessment, Proposal, Rule, assess
+from bot.safety import Assessment, BlastRow, Proposal, Rule, assess, blast_radius
 
 
 @dataclass(frozen=True)
@@ -333,6 +333,23 @@ class Operations:
                 move(op, OpState.RESTORING)
             journal(session, op, now, "restoring", f"restore asked by {user}")
             return Restore.RESTORING, view_of(op)
+
+    async def restore_preview(self, region: str) -> tuple[list[BlastRow], float | None]:
+        """What re-enabling ``region`` would move back, and within how many seconds (None: no
+        monitor, so never checked), without doing it."""
+        view = await self.lb().live_view(self.fleet.load_balancer.hostname)
+        pool = view.pool_by_name(self.fleet.regions[region].pool)
+        if pool is None:
+            raise OperationRefused(f"The pool of {region} is not in the account.")
+        origins = tuple(replace(o, enabled=True) for o in pool.origins)
+        # A re-enabled pool gets no traffic until Cloudflare's first check of it; this is after
+        # it, with the origins as Cloudflare last saw them (a failed one is still counted failed).
+        up = sum(1 for o in origins if o.healthy is not False)
+        enabled = replace(pool, enabled=True, origins=origins, healthy=up >= pool.minimum_origins)
+        rows = blast_radius(self.fleet, view, {**view.pools, pool.id: enabled})
+        if view.monitor is None:
+            return rows, None
+        return rows, view.monitor.interval + self.fleet.load_balancer.propagation
 
     async def extend(self, region: str, length: float, user: str) -> Extension:
         async with self.sessions.begin() as session:

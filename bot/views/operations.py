@@ -332,3 +332,16 @@ def drills_reply(ops: Sequence[OperationView]) -> Reply:
     return Reply(
         text=f"{len(ops)} drills", blocks=[section("*Drills* (newest first)\n" + "\n".join(lines))]
     )
+
+
+def noop_reply(text: str) -> Reply:
+    return Reply(text=text, blocks=[section(f":information_source: {text}")])
+
+
+def restore_preview_reply(region: str, rows: Sequence[BlastRow], wait: float | None) -> Reply:
+    moves = any(r.moves for r in rows)
+    when = ""
+    if wait is not None:
+        when = f" Once Cloudflare has checked it (within about {format_duration(wait)}):"
+    text = f"Dry run: restore {region}." + (when if moves else " Nothing would move.")
+    return Reply(text=text, blocks=[section(f":mag: {text}"), section(blast_lines(rows))])

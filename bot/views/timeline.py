@@ -135,3 +135,10 @@ def markdown_reply(v: IncidentView) -> Reply:
     blocks: list[Block] = [section(f"*Postmortem draft for incident #{v.id}* (Markdown)")]
     blocks += [section(f"```{chunk}```") for chunk in chunks]
     return Reply(text=text, blocks=blocks[:50])
+
+
+def noted_reply(number: int, text: str) -> Reply:
+    return Reply(
+        text=f"Noted on incident #{number}.",
+        blocks=[section(f":memo: Noted on incident #{number}: {text}")],
+    )

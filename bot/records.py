@@ -1,0 +1,52 @@
+"""Incidents as the commands read and annotate them: views built from the database, so any
+instance can answer, with the watch's stored state for the pools' states and routing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.alerts import incident_view
+from bot.db.models import Incident
+from bot.fleet import Fleet
+from bot.incidents import Incidents, recent_incidents
+from bot.reads import IncidentView
+from bot.watch import stored_state
+
+
+class IncidentRecords:
+    def __init__(
+        self,
+        fleet: Fleet,
+        sessions: async_sessionmaker[AsyncSession],
+        incidents: Incidents,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self.incidents = incidents
+        self.clock = clock
+
+    async def _view(self, session: AsyncSession, incident: Incident) -> IncidentView:
+        monitor = await stored_state(self.sessions)
+        return await incident_view(session, incident, self.fleet, monitor, self.clock())
+
+    async def recent(self, limit: int = 10) -> list[IncidentView]:
+        async with self.sessions() as session:
+            return [await self._view(session, i) for i in await recent_incidents(session, limit)]
+
+    async def get(self, incident_id: int) -> IncidentView | None:
+        async with self.sessions() as session:
+            incident = await session.get(Incident, incident_id)
+            return None if incident is None else await self._view(session, incident)
+
+    async def note(self, incident_id: int, author: str, text: str) -> bool:
+        """Add an operator's note to the timeline and the thread; False if there is no such."""
+        async with self.sessions.begin() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                return False
+            await self.incidents.note(session, incident, author, text, self.clock())
+            return True
