@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from functools import partial
 
 import httpx
-from slack_bolt.async_app import AsyncApp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.access import Access
@@ -32,7 +31,7 @@ from bot.records import IncidentRecords
 from bot.scheduler import Leadership
 from bot.settings import Settings
 from bot.silences import Silences
-from bot.slack.app import build_bolt_app, group_members
+from bot.slack.app import SlackApp, build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
 from bot.vantages import Vantages
@@ -50,7 +49,7 @@ class Bot:
     loadbalancer: LoadBalancer | None
     http: httpx.AsyncClient
     router: Router
-    slack: AsyncApp
+    slack: SlackApp
     leadership: Leadership | None = None
 
     async def start_watch(self) -> None:

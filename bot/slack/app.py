@@ -23,6 +23,7 @@ from bot.views.reply import Reply
 from commands.router import Router
 
 log = logging.getLogger(__name__)
+SlackApp = AsyncApp  # what the rest of the bot holds: Bolt stays behind bot/slack
 
 
 def web_client(settings: Settings) -> AsyncWebClient:
