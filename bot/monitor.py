@@ -26,7 +26,7 @@ from bot.fleet import Fleet
 from bot.lbmodel import LiveView
 from bot.observations import Outcome, ProbeResult
 from bot.planned import planned_view
-from bot.routing import Route, Users, Via, routing_table, stranded_users
+from bot.routing import Route, Users, Via, healthy_enough, routing_table, stranded_users
 
 
 class PoolState(StrEnum):
@@ -37,19 +37,22 @@ class PoolState(StrEnum):
     UNKNOWN = "unknown"  # not every origin answered in time, and none failed
 
 
-def pool_state(results: Sequence[ProbeResult]) -> PoolState:
-    """The state of one pool from one round of its origins' probes."""
-    answered = [r for r in results if r.answered]
-    unhealthy = [r for r in answered if not r.healthy]
-    if not results or not answered:
-        return PoolState.UNKNOWN
-    if len(unhealthy) == len(results):
+def state_of(origins: Sequence[bool | None]) -> PoolState:
+    """A pool's state from its origins' health (None: not known): the one rule, used by the
+    watch (confirmed health) and by status (one round of probes)."""
+    bad = sum(1 for healthy in origins if healthy is False)
+    if origins and bad == len(origins):
         return PoolState.DOWN
-    if unhealthy:
+    if bad:
         return PoolState.DEGRADED
-    if len(answered) < len(results):
+    if not origins or None in origins:
         return PoolState.UNKNOWN
     return PoolState.HEALTHY
+
+
+def pool_state(results: Sequence[ProbeResult]) -> PoolState:
+    """The state of one pool from one round of its origins' probes."""
+    return state_of([r.healthy if r.answered else None for r in results])
 
 
 class Severity(StrEnum):
@@ -170,7 +173,7 @@ def disagreement(
     verdicts = [probes[n] for n in names if n in probes]
     if any(v is None for v in verdicts):
         return None
-    probes_healthy = sum(1 for v in verdicts if v) >= minimum_origins
+    probes_healthy = healthy_enough(verdicts, minimum_origins)
     if probes_healthy == cloudflare_healthy:
         return None
     return PROBES_PASS if probes_healthy else PROBES_FAIL
@@ -217,16 +220,7 @@ class Monitor:
 
     def _pool_changed(self, region: str, now: datetime, began: datetime | None) -> list[Event]:
         pool = self.state.pools[region]
-        known = [o for o in pool.origins.values() if o.healthy is not None]
-        bad = [o for o in known if not o.healthy]
-        if not known:
-            new = PoolState.UNKNOWN
-        elif len(bad) == len(pool.origins):
-            new = PoolState.DOWN
-        elif bad:
-            new = PoolState.DEGRADED
-        else:
-            new = PoolState.HEALTHY
+        new = state_of([o.healthy for o in pool.origins.values()])
         old = pool.state
         if new is old:
             return []

@@ -19,7 +19,7 @@ The rules as Cloudflare documents them (developers.cloudflare.com):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -42,6 +42,12 @@ class Users(StrEnum):
     SERVED = "served"  # a healthy enabled pool answers
     ORIGIN_ERRORS = "origin errors"  # the fallback is unhealthy: what its origins answer
     ERROR_1016 = "530 (error 1016)"  # the fallback is disabled or missing
+
+
+def healthy_enough(origins: Iterable[bool | None], minimum_origins: int) -> bool:
+    """Cloudflare's rule for a pool: healthy while at least ``minimum_origins`` of its (enabled)
+    origins are healthy; unknown counts as not."""
+    return sum(1 for healthy in origins if healthy) >= minimum_origins
 
 
 def pool_serving(pool: PoolInfo | None) -> bool:

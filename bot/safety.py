@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from bot.fleet import DAYS, BlockedWindow, Fleet
 from bot.lbmodel import LiveView, PoolInfo
-from bot.routing import Users, routing_table, stranded_users
+from bot.routing import Users, healthy_enough, routing_table, stranded_users
 
 
 class Rule(StrEnum):
@@ -101,9 +101,10 @@ def after_change(view: LiveView, pool: PoolInfo, origin: str | None) -> dict[str
         pools[pool.id] = replace(pool, enabled=False)
         return pools
     origins = tuple(replace(o, enabled=False) if o.name == origin else o for o in pool.origins)
-    up = [o for o in origins if o.enabled and o.healthy is not False]
-    # Unhealthy or unknown stays so; a healthy pool stays healthy while enough origins remain.
-    healthy = len(up) >= pool.minimum_origins if pool.healthy is True else pool.healthy
+    # Unhealthy or unknown stays so; a healthy pool stays healthy while enough origins remain
+    # (an origin Cloudflare reports nothing for is taken at the pool's word: healthy).
+    up = [o.healthy is not False for o in origins if o.enabled]
+    healthy = healthy_enough(up, pool.minimum_origins) if pool.healthy is True else pool.healthy
     pools[pool.id] = replace(pool, origins=origins, healthy=healthy)
     return pools
 

@@ -39,6 +39,7 @@ from bot.operations.store import (
 )
 from bot.ports import LoadBalancer
 from bot.reads import DrillRecord, JournalLine, OperationView
+from bot.routing import healthy_enough
 from bot.safety import Assessment, BlastRow, Proposal, Rule, assess, blast_radius
 
 
@@ -344,8 +345,8 @@ class Operations:
         origins = tuple(replace(o, enabled=True) for o in pool.origins)
         # A re-enabled pool gets no traffic until Cloudflare's first check of it; this is after
         # it, with the origins as Cloudflare last saw them (a failed one is still counted failed).
-        up = sum(1 for o in origins if o.healthy is not False)
-        enabled = replace(pool, enabled=True, origins=origins, healthy=up >= pool.minimum_origins)
+        up = healthy_enough([o.healthy is not False for o in origins], pool.minimum_origins)
+        enabled = replace(pool, enabled=True, origins=origins, healthy=up)
         rows = blast_radius(self.fleet, view, {**view.pools, pool.id: enabled})
         if view.monitor is None:
             return rows, None
