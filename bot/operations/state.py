@@ -40,6 +40,24 @@ class OpState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Cancelled(StrEnum):
+    """What a cancel did (the workflow's outcome; the view says it)."""
+
+    CANCELLED = "cancelled"  # it had not changed anything
+    STOPPING = "stopping"  # a running drill: it restores the pool and reports
+    NOT_PENDING = "not pending"  # applied already (a drain is restored instead), or finished
+    NOTHING = "nothing"  # no such operation
+
+
+class Restore(StrEnum):
+    """What a restore asked of a drained region did."""
+
+    NOT_DRAINED = "not drained"
+    CANCELLED = "cancelled"  # it was still pending: nothing had changed
+    ALREADY = "already"  # being restored already
+    RESTORING = "restoring"
+
+
 S = OpState
 PENDING = frozenset({S.AWAITING_CONFIRMATION, S.AWAITING_APPROVAL})
 # A drill's steps from preflight to the end of the rejoin: its task runs them.

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,8 +21,10 @@ from bot.operations.detail import OperationDetail, detail_of, update_detail
 from bot.operations.state import (
     DRILL_RUNNING,
     PENDING,
+    Cancelled,
     OpKind,
     OpState,
+    Restore,
     check,
     move,
 )
@@ -49,25 +50,11 @@ class Proposed:
     assessment: Assessment
 
 
-class Cancelled(StrEnum):
-    CANCELLED = "cancelled"  # it had not changed anything
-    STOPPING = "stopping"  # a running drill: it restores the pool and reports
-    NOT_PENDING = "not pending"  # applied already (a drain is restored instead), or finished
-    NOTHING = "nothing"  # no such operation
-
-
 @dataclass(frozen=True)
 class Cancel:
     outcome: Cancelled
     op: OperationView | None
     was: str = ""  # the state it was in
-
-
-class Restore(StrEnum):
-    NOT_DRAINED = "not drained"
-    CANCELLED = "cancelled"  # it was still pending: nothing had changed
-    ALREADY = "already"  # being restored already
-    RESTORING = "restoring"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmO
 
 from bot.durations import format_duration
 from bot.operations.state import FINISHED as FINISHED_STATES
-from bot.operations.state import OpState
+from bot.operations.state import Cancelled, OpState, Restore
 from bot.reads import DrillRecord, OperationView
 from bot.safety import Assessment, BlastRow
 from bot.views.actions import Action
@@ -183,7 +183,7 @@ def operation_blocks(op: OperationView) -> list[Block]:
     ]
     if op.applied_at:
         facts.append(f"since {op.applied_at:%H:%M:%S} UTC")
-    if op.expires_at and op.state == "active":
+    if op.expires_at and op.state == OpState.ACTIVE:
         facts.append(f"restores itself at {op.expires_at:%H:%M:%S} UTC")
     blocks.append(section(" · ".join(facts)))
     if op.blast:
@@ -212,15 +212,15 @@ def _said(text: str, emoji: str = "") -> Reply:
     return Reply(text=text, blocks=[section(f"{emoji} {text}".strip())])
 
 
-def cancel_reply(outcome: str, op: OperationView | None, was: str, asked: str) -> Reply:
+def cancel_reply(outcome: Cancelled, op: OperationView | None, was: str, asked: str) -> Reply:
     """The one cancel's answer; ``asked`` names what was asked for ("drill", "drain of eu-west")."""
     if op is None:
         return _said(f"There is no {asked} to cancel.")
     name = f"{op.kind} #{op.id} of {op.origin or op.region}"
-    if outcome == "cancelled":
+    if outcome is Cancelled.CANCELLED:
         pending = "scheduled" if was == OpState.SCHEDULED else "pending"
         return _said(f"The {pending} {name} is cancelled; nothing had changed.")
-    if outcome == "stopping":
+    if outcome is Cancelled.STOPPING:
         return _said(f"Cancelling {name}: it restores the pool and reports.")
     if op.kind == "drain" and op.state not in FINISHED_STATES:
         return _said(
@@ -229,18 +229,20 @@ def cancel_reply(outcome: str, op: OperationView | None, was: str, asked: str) -
     return _said(f"The {name} is {op.state.replace('_', ' ')}: nothing to cancel.")
 
 
-def restore_reply(outcome: str, region: str, op: OperationView | None) -> Reply:
+def restore_reply(outcome: Restore, region: str, op: OperationView | None) -> Reply:
     number = f" (#{op.id})" if op else ""
     text = {
-        "not drained": f"{region} is not drained: nothing to restore.",
-        "cancelled": f"The pending drain of {region}{number} is cancelled; nothing had changed.",
-        "already": f"{region} is already being restored{number}.",
+        Restore.NOT_DRAINED: f"{region} is not drained: nothing to restore.",
+        Restore.CANCELLED: (
+            f"The pending drain of {region}{number} is cancelled; nothing had changed."
+        ),
+        Restore.ALREADY: f"{region} is already being restored{number}.",
     }.get(
         outcome,
         f"Restoring {region}{number}; the drain's thread will say when it serves its regions "
         "again.",
     )
-    return _said(text, ":leftwards_arrow_with_hook:" if outcome == "restoring" else "")
+    return _said(text, ":leftwards_arrow_with_hook:" if outcome is Restore.RESTORING else "")
 
 
 def extend_reply(
