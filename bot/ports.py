@@ -20,7 +20,7 @@ from bot.lbmodel import (
     PoolHealth,
     PoolInfo,
 )
-from bot.reads import Dashboard, EntryView, IncidentView, OperationView
+from bot.reads import Dashboard, EntryView, IncidentView, OperationView, PublicCheck
 
 
 class LoadBalancer(Protocol):
@@ -49,6 +49,12 @@ class LoadBalancer(Protocol):
     async def set_origin_enabled(self, pool_id: str, origin: str, enabled: bool) -> PoolInfo: ...
 
     async def aclose(self) -> None: ...
+
+
+class UsersView(Protocol):
+    """What users get from the public hostname, from each vantage point (bot.vantages)."""
+
+    async def check(self, budget: float) -> list[PublicCheck]: ...
 
 
 class Notifier(Protocol):

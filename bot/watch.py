@@ -89,7 +89,9 @@ class Watch:
         )
         kept = []
         for e in events:
-            op = next((op for op in ops if e.kind in moving and _caused(op, e)), None)
+            op = next(
+                (op for op in ops if e.kind in moving and _caused(op, e, self._landed(op))), None
+            )
             if op is None:
                 kept.append(e)  # not what an operation does: a real event
                 continue
@@ -99,6 +101,15 @@ class Watch:
                 )
             )
         return kept
+
+    def _landed(self, op: Operation) -> bool:
+        """Whether Cloudflare's view (as just read) shows the operation's pool or origin out."""
+        track = self.monitor.state.pools.get(op.region)
+        if track is None:
+            return True
+        if op.origin is not None:
+            return track.cf_origins is not None and op.origin not in track.cf_origins
+        return not track.cf_enabled
 
     async def on_probe(self, result: ProbeResult) -> bool:
         """Hand one result to the monitor; True when the origin wants confirming at once."""
@@ -187,13 +198,19 @@ class Watch:
             await self.incidents.remind(session, now)
 
 
-def _caused(op: Operation, e: Event) -> bool:
-    """Whether an operation on ``op.region`` moved the traffic of event ``e``."""
+def _caused(op: Operation, e: Event, landed: bool = True) -> bool:
+    """Whether an operation on ``op.region`` moved the traffic of event ``e``.
+
+    ``landed``: Cloudflare's view shows the operation's change (its pool or origin out): until
+    then a drain being applied, or a drill disabling, has moved nothing, whatever its state.
+    """
     if op.region != e.region:
         return False
-    changing = (OpState.APPLYING, OpState.SAVING, OpState.DISABLING, OpState.RESTORING)
-    if op.applied_at is None and op.state not in changing:
-        return False  # nothing changed: cancelled, blocked, or still waiting for a click
+    if op.applied_at is None:
+        if op.state == OpState.RESTORING:
+            pass  # a restore of a pool disabled outside the bot: it moves traffic back
+        elif op.state not in (OpState.APPLYING, OpState.SAVING, OpState.DISABLING) or not landed:
+            return False  # nothing changed: pending, cancelled, blocked, or the call failed
     if e.kind is EventKind.TRAFFIC_RESTORED:
         return True
     # Where the blast radius said each geo region would go, and whether it would be served.

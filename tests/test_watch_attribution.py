@@ -199,13 +199,6 @@ async def test_an_operation_that_changed_nothing_attributes_nothing(
     assert "FailoverTriggered eu-west" in await world.incident_timeline()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/watch.py _caused counts a drain in 'applying' as changing whether or not its "
-    "disable call ever landed: while Cloudflare keeps refusing the call (the pool still enabled "
-    "in the view the watch just read), a real outage of that region whose failover matches the "
-    "blast radius is put in the drain's thread and opens no incident",
-)
 async def test_a_real_failover_while_a_drain_cannot_be_applied_is_an_incident(
     world: World,
 ) -> None:

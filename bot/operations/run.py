@@ -30,14 +30,15 @@ from bot.operations.drain import reenable
 from bot.operations.preflight import preflight
 from bot.operations.state import OpState, move
 from bot.operations.store import audit_change, journal, load, post_owed, running_drills
-from bot.ports import LoadBalancer, OperationNotifier
+from bot.ports import LoadBalancer, OperationNotifier, UsersView
 from bot.reads import PublicCheck
 from bot.routing import routing_table
 from bot.safety import after_change, blast_radius
-from bot.vantages import Vantages
 
 log = logging.getLogger(__name__)
 SAFEGUARD_EVERY = 0.5  # seconds between two looks at the receiving pools during the hold
+STOP_WAIT = 10.0  # seconds a stopping bot gives its drills to restore and record it
+BEFORE_RESTORE = (OpState.SAVING, OpState.DISABLING, OpState.MEASURING_RTO, OpState.HOLDING)
 SAMPLE_BUDGET = 2.0  # seconds one sample of the users' view may take
 
 
@@ -68,7 +69,15 @@ class Plan:
 
 
 def _figures(found: dict[str, float | None]) -> str:
+    if not found:
+        return "not measured"
     return ", ".join(f"{k} {'—' if v is None else f'{v:.1f} s'}" for k, v in found.items())
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A drill task that ended with an error: said in the log (its recovery follows)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("a drill task ended with an error; the next pass recovers it", exc_info=exc)
 
 
 class Drills:
@@ -77,7 +86,7 @@ class Drills:
         fleet: Fleet,
         sessions: async_sessionmaker[AsyncSession],
         loadbalancer: LoadBalancer | None,
-        vantages: Vantages,
+        vantages: UsersView,
         clock: Callable[[], datetime],
         monitor_state: Callable[[], MonitorState | None],
         channel: str = "",
@@ -90,6 +99,7 @@ class Drills:
         self.monitor_state = monitor_state
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.channel = channel
+        self.stopping = False
 
     def lb(self) -> LoadBalancer:
         assert self.loadbalancer is not None, "drills need Cloudflare"
@@ -110,7 +120,9 @@ class Drills:
                 continue
             try:
                 if op.state == OpState.STARTING:
-                    self.tasks[op.id] = asyncio.create_task(self._run_and_post(op.id, notifier))
+                    task = asyncio.create_task(self._run_and_post(op.id, notifier))
+                    task.add_done_callback(_log_failure)
+                    self.tasks[op.id] = task
                 else:
                     await self._recover(op.id)
             except Exception:
@@ -122,9 +134,20 @@ class Drills:
                 log.exception("drill %s: could not post; trying again", op_id)
 
     async def stop(self) -> None:
-        for task in self.tasks.values():
-            task.cancel()
+        """Stop the running drills: each restores its pool and records why, then ends.
+
+        They are asked to stop at their next look (cancelling a task in the middle of a database
+        read can leave SQLite locked); one that does not stop within STOP_WAIT is cancelled, and
+        its ``finally`` still puts the pool back.
+        """
+        self.stopping = True
+        running = [t for t in self.tasks.values() if not t.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=STOP_WAIT)
+            for task in late:
+                task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.stopping = False
 
     # ------------------------------------------------------------------ the steps
 
@@ -161,7 +184,13 @@ class Drills:
             log.exception("drill %s failed", op_id)
         finally:
             await self._restore(plan.op_id, plan.pool_id, plan.enabled, plan.outcome, plan.why)
+        if self.stopping:  # no time to measure the rejoin: say what happened and end
+            await self._finish(op_id, plan.outcome, f"{plan.why}; the pool is enabled again")
+            return
         await self._measure_rejoin(plan)
+        if self.stopping:
+            plan.why = f"{plan.why}; " if plan.why else ""
+            plan.why += "the bot stopped before the rejoin was measured"
         figures = plan.figures
         text = (
             f"RTO {_figures(figures.get('rto', {}))}; rejoin {_figures(figures.get('rejoin', {}))}"
@@ -264,26 +293,29 @@ class Drills:
     ) -> None:
         """Put the saved configuration back: after the run (``finally``) and after a restart.
 
-        The call comes first, from what is in memory: if the database is what failed, the pool
-        must still come back. A failed call leaves the phase for the next pass to retry.
+        The phase and the cause are committed before the call, so that a retry after a failed
+        call keeps the real cause; but if the database is what failed, the call is made all the
+        same, from what is in memory: the pool must come back. A failed call leaves the phase
+        for the next pass (recovery) to retry.
         """
+        try:
+            async with self.sessions.begin() as session:
+                op = await load(session, op_id)
+                now = self.clock()
+                if op.state in BEFORE_RESTORE:
+                    move(op, OpState.RESTORING)
+                if why:
+                    update_detail(op, stopped=Stop(outcome=outcome, why=why))
+                    journal(session, op, now, "stopping", f"stopping: {why}")
+        except Exception:
+            log.exception("drill %s: could not record the restore; restoring all the same", op_id)
         if enabled:
             await reenable(self.lb(), pool_id)
         try:
             async with self.sessions.begin() as session:
                 op = await load(session, op_id)
                 now = self.clock()
-                if op.state in (
-                    OpState.SAVING,
-                    OpState.DISABLING,
-                    OpState.MEASURING_RTO,
-                    OpState.HOLDING,
-                ):
-                    move(op, OpState.RESTORING)
                 op.restored_at = now
-                if why:
-                    update_detail(op, stopped=Stop(outcome=outcome, why=why))
-                    journal(session, op, now, "stopping", f"stopping: {why}")
                 audit_change(session, op, now, f"restored {pool_id}")
                 journal(session, op, now, "restoring", "restored the saved configuration")
         except Exception:
@@ -333,6 +365,8 @@ class Drills:
         found: dict[str, float | None] = {}
         keys = plan.vantages or ["bot"]
         while time.monotonic() - started < limit and len(found) < len(keys):
+            if self.stopping and not guarded:
+                break  # the bot is stopping: what was measured so far is what there is
             if guarded:
                 await self._check_cancel(plan.op_id)
             for key, check in (await self._sample(plan.vantages)).items():
@@ -342,6 +376,10 @@ class Drills:
         return {k: found.get(k) for k in keys}
 
     async def _check_cancel(self, op_id: int) -> None:
+        if self.stopping:
+            raise DrillStopped(
+                OpState.INTERRUPTED, "the bot stopped (a shutdown, or it lost its lease)"
+            )
         async with self.sessions() as session:
             op = await load(session, op_id)
             incident = await open_incident(session)

@@ -196,12 +196,6 @@ async def test_a_cancel_aborts_it_and_restores_the_pool(
     assert last_line(notes).startswith("ABORTED: cancelled by U0OPERATOR; RTO")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/operations/run.py _run: a drill stopped before its RTO was measured ends with "
-    "'ABORTED: cancelled by …; RTO ; rejoin bot 0.0 s': _figures({}) of the missing RTO is an "
-    "empty string, so the operator reads 'RTO ;' instead of being told it was not measured",
-)
 async def test_a_drill_stopped_before_its_rto_says_the_rto_was_not_measured(
     rig: Rig, monitor: MonitorState
 ) -> None:
@@ -342,9 +336,15 @@ async def test_a_missed_rejoin_fails_it(rig: Rig, monitor: MonitorState) -> None
 
 
 def stop(driver: Drills) -> None:
-    """Cancel the driver's drill tasks, as ``Drills.stop`` does when the lease is lost; called
-    from inside the drill (a look or a sample), so that it lands at the next await, which is not
-    a database call (see the SQLite test below for one that is)."""
+    """Ask the driver's drills to stop, as ``Drills.stop`` does when the lease is lost or the bot
+    shuts down; called from inside the drill (a look, a sample, a database read): each stops at
+    its next look, restores its pool and records why."""
+    driver.stopping = True
+
+
+def kill(driver: Drills) -> None:
+    """The bot dies under its drills: their tasks end where they are (at the next await, here
+    not a database call), nothing more is recorded; the next leader recovers them."""
     for task in driver.tasks.values():
         task.cancel()
 
@@ -360,7 +360,7 @@ async def test_a_drill_left_holding_is_restored_by_the_next_leader(
     rig: Rig, monitor: MonitorState
 ) -> None:
     # The lease is lost during the hold, and the restore in the drill's finally fails: the
-    # drill is left holding with its pool disabled.
+    # drill is left restoring (its cause recorded) with its pool disabled.
     looks = Looks(monitor)
     first = drills(rig, looks, fleet=quick(rig.fleet, hold=30))
     op_id = await rig.confirmed("drill", "eu-west")
@@ -369,7 +369,7 @@ async def test_a_drill_left_holding_is_restored_by_the_next_leader(
     rig.lb.fail_next("set_pool_enabled")
     looks.then.append(lambda: stop(first))
     await finished(first)
-    assert (await operation(rig.sessions, op_id)).state == "holding"
+    assert (await operation(rig.sessions, op_id)).state == "restoring"
     assert not rig.lb.enabled("eu-west")
 
     await drills(rig, Looks(monitor)).drive(rig.channel)  # the next leader's first pass
@@ -378,10 +378,12 @@ async def test_a_drill_left_holding_is_restored_by_the_next_leader(
     assert rig.lb.enabled("eu-west")
     assert rig.lb.changes[-1] == ("set_pool_enabled", EU, "True")
     lines = await journal(rig.sessions, op_id)
-    assert lines[-3:] == [
+    stopped = "the bot stopped (a shutdown, or it lost its lease)"
+    assert lines[-4:] == [
+        f"stopping: {stopped}",
         "the drill lost its driver (a restart): restoring the saved configuration",
         "restored the saved configuration",
-        "INTERRUPTED: interrupted by a restart; the pool is enabled again",
+        f"INTERRUPTED: {stopped}; the pool is enabled again",
     ]
     await drills(rig, Looks(monitor)).drive(rig.channel)
     assert lines == await journal(rig.sessions, op_id)  # said once
@@ -390,13 +392,13 @@ async def test_a_drill_left_holding_is_restored_by_the_next_leader(
 async def test_a_recovery_keeps_the_cause_the_drill_had_recorded(
     rig: Rig, monitor: MonitorState
 ) -> None:
-    # Cancelled during the hold, restored, then the lease is lost while the rejoin is measured
+    # Cancelled during the hold, restored, then the bot dies while the rejoin is measured
     # (Cloudflare never reports the pool healthy again: it would be measured for 10 s).
     held = quick(rig.fleet, hold=30, rejoin=5)
 
     async def stop_once_restored() -> None:
         if rig.lb.enabled("eu-west"):
-            stop(first)
+            kill(first)
 
     first = drills(
         rig, Looks(monitor), UsersView(rig.lb, held, before_each=stop_once_restored), held
@@ -421,19 +423,6 @@ async def test_a_drill_stopped_during_a_database_read_leaves_the_database_writab
     rig: Rig, monitor: MonitorState, migrated_url: str, request: pytest.FixtureRequest
 ) -> None:
     sqlite = migrated_url.startswith("sqlite")
-    if sqlite:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="a task cancelled while its session runs its first SELECT "
-                "(SQLAlchemy + aiosqlite) leaves the SQLite file locked for writers for good: "
-                "Drills.stop() (a lost lease, a shutdown) cancels drill tasks wherever they "
-                "are, here in the hold's _check_cancel load, so the drill's restore is not "
-                "recorded ('restored, but could not record it') and every pass of the next "
-                "leader's recovery fails with 'database is locked'; the drill stays 'holding'. "
-                "StatusService.check's watch.cancel() cancels a read the same way",
-            )
-        )
     # A short busy timeout on SQLite: a locked database says so in 0.05 s, not 5 s.
     engine = (
         create_async_engine(async_url(migrated_url), connect_args={"timeout": 0.05})
@@ -474,13 +463,6 @@ async def test_a_drill_stopped_during_a_database_read_leaves_the_database_writab
         await engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/operations/run.py _restore records the cause (detail.stopped) only after the "
-    "re-enable call succeeded; when that call fails, the task ends and the same leader's next "
-    "pass 'recovers' the drill as if the bot had restarted: INTERRUPTED 'interrupted by a "
-    "restart' and 'the drill lost its driver (a restart)' instead of ABORTED 'cancelled by …'",
-)
 async def test_a_failed_restore_after_a_cancel_keeps_the_cancel_as_the_cause(
     rig: Rig, monitor: MonitorState
 ) -> None:
