@@ -100,6 +100,8 @@ class Drills:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.channel = channel
         self.stopping = False
+        # The drive's pass and a drill's own task both post what its journal owes: one at a time.
+        self._posting: dict[int, asyncio.Lock] = {}
 
     def lb(self) -> LoadBalancer:
         assert self.loadbalancer is not None, "drills need Cloudflare"
@@ -129,9 +131,13 @@ class Drills:
                 log.exception("drill %s: recovery failed; trying again", op.id)
         for op_id in {*touched, *(op.id for op in ops)}:
             try:
-                await post_owed(self.sessions, op_id, notifier)
+                await self._post(op_id, notifier)
             except Exception:
                 log.exception("drill %s: could not post; trying again", op_id)
+
+    async def _post(self, op_id: int, notifier: OperationNotifier) -> None:
+        async with self._posting.setdefault(op_id, asyncio.Lock()):
+            await post_owed(self.sessions, op_id, notifier)
 
     async def stop(self) -> None:
         """Stop the running drills: each restores its pool and records why, then ends.
@@ -164,7 +170,7 @@ class Drills:
             await self._run(op_id)
         finally:
             try:
-                await post_owed(self.sessions, op_id, notifier)
+                await self._post(op_id, notifier)
             except Exception:
                 log.exception("could not post drill %s", op_id)
 

@@ -3,6 +3,7 @@ make, what counts as in flight for the safety rules, and the posts an operation 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -90,31 +91,27 @@ async def open_drain(session: AsyncSession, region: str) -> Operation | None:
     return rows.first()
 
 
-async def open_drains(session: AsyncSession) -> list[Operation]:
+async def _listed(
+    session: AsyncSession, kind: OpKind, states: Collection[OpState]
+) -> list[Operation]:
     rows = await session.scalars(
         select(Operation)
-        .where(Operation.kind == OpKind.DRAIN, Operation.state.in_(DRAIN_OPEN))
+        .where(Operation.kind == kind, Operation.state.in_(states))
         .order_by(Operation.id)
     )
     return list(rows)
+
+
+async def open_drains(session: AsyncSession) -> list[Operation]:
+    return await _listed(session, OpKind.DRAIN, DRAIN_OPEN)
 
 
 async def running_drills(session: AsyncSession) -> list[Operation]:
-    rows = await session.scalars(
-        select(Operation)
-        .where(Operation.kind == OpKind.DRILL, Operation.state.in_(DRILL_RUNNING))
-        .order_by(Operation.id)
-    )
-    return list(rows)
+    return await _listed(session, OpKind.DRILL, DRILL_RUNNING)
 
 
 async def scheduled_drills(session: AsyncSession) -> list[Operation]:
-    rows = await session.scalars(
-        select(Operation)
-        .where(Operation.kind == OpKind.DRILL, Operation.state == OpState.SCHEDULED)
-        .order_by(Operation.id)
-    )
-    return list(rows)
+    return await _listed(session, OpKind.DRILL, {OpState.SCHEDULED})
 
 
 def view_of(op: Operation) -> OperationView:
