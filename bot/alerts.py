@@ -3,16 +3,21 @@
 One message per incident, kept current with updates (coalesced: many pending updates, one call);
 each event a reply in its thread. Pool Down inhibits Pool Degraded for the same pool; silenced
 regions get no replies except recoveries; at most one reply per pool per ``flap_window`` (what
-waits is sent together after it); about one post a second per channel. A post is marked sent in
-its own transaction right after Slack answers, so a crash repeats at most one message.
+waits is sent together after it), except what cannot wait: critical events and recoveries.
+A new incident's message goes before anything owed to older ones. The sender runs as soon as the
+watch commits what it owes (``wake``), and sweeps every second for what waits on a window; it
+paces only what Slack limits (api.slack.com/docs/rate-limits: chat.postMessage about one a second
+per channel with short bursts, chat.update in Tier 3, 50+ a minute), and slack_sdk's retry handler
+honours ``Retry-After`` on a 429. A post is marked sent in its own transaction right after Slack
+answers, so a crash repeats at most one message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -23,12 +28,22 @@ from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
 from bot.monitor import EventKind, MonitorState, PoolState
+from bot.pacing import Bucket
 from bot.ports import Notifier
 from bot.reads import EntryView, IncidentView
 
 log = logging.getLogger(__name__)
 ALWAYS_POSTED = {EventKind.RECOVERED.value, EventKind.TRAFFIC_RESTORED.value, "Closed", "Note"}
-POST_SPACING = 1.0  # seconds between posts to one channel
+# Replies that never wait for a pool's flap window: what is critical, and what says it is over.
+URGENT = {
+    EventKind.POOL_DOWN.value, EventKind.RTO_EXCEEDED.value, EventKind.NO_HEALTHY_POOL.value,
+    EventKind.RECOVERED.value, EventKind.TRAFFIC_RESTORED.value, "Closed",
+}  # fmt: skip
+POST_SPACING = 1.0  # chat.postMessage: about one a second per channel...
+POST_BURST = 3  # ...with short bursts (Slack gives no figure: a cautious one)
+UPDATE_SPACING = 60 / 50  # chat.update, Tier 3: 50+ a minute per workspace
+UPDATE_BURST = 5
+SWEEP = 1.0  # seconds between two looks for what waits on a window, when nothing wakes it
 
 
 def entry_view(e: TimelineEvent) -> EntryView:
@@ -77,6 +92,24 @@ async def incident_view(
     )
 
 
+FAILING = {EventKind.POOL_DOWN.value, EventKind.POOL_DEGRADED.value}
+
+
+def flapping(entries: Sequence[EntryView], region: str | None, since: datetime) -> bool:
+    """A pool that failed again after recovering, within the window: it is flapping, and then
+    even its critical replies and recoveries wait for the window (one reply per pool per window,
+    as DESIGN asks of a flapping gateway). Its first failure and recovery are not held."""
+    recovered = False
+    for e in entries:
+        if e.region != region or e.at < since:
+            continue
+        if e.kind == EventKind.RECOVERED.value:
+            recovered = True
+        elif e.kind in FAILING and recovered:
+            return True
+    return False
+
+
 class Alerts:
     def __init__(
         self,
@@ -91,14 +124,44 @@ class Alerts:
         self.fleet = fleet
         self.monitor_state = monitor_state
         self.clock = clock
-        self._last_post: dict[str, float] = {}
+        self._posts: dict[str, Bucket] = {}  # by channel
+        self._updates = Bucket(UPDATE_SPACING, UPDATE_BURST)
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Something was committed to the outbox: send it now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The sender: flush whenever woken, and every SWEEP for what waits on a window."""
+        self._stopping = False
+        while not self._stopping:
+            self._wake.clear()  # a wake during the flush runs the next one at once
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("the alert sender failed; it carries on")
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP)
+
+    def stop(self) -> None:
+        """End ``run`` after the flush in progress (never in the middle of a database call)."""
+        self._stopping = True
+        self._wake.set()
 
     async def _space(self, channel: str, kind: str = "post") -> None:
         metrics.ALERTS_POSTED.labels(kind).inc()
-        wait = self._last_post.get(channel, 0.0) + POST_SPACING - time.monotonic()
+        if kind == "update":
+            wait = self._updates.take()
+        else:
+            bucket = self._posts.setdefault(channel, Bucket(POST_SPACING, POST_BURST))
+            bucket.every = POST_SPACING  # read at each call: a test may set it to 0
+            wait = bucket.take()
         if wait > 0:
             await asyncio.sleep(wait)
-        self._last_post[channel] = time.monotonic()
 
     async def _mark(self, ids: list[int], result: str) -> None:
         async with self.sessions.begin() as session:
@@ -113,8 +176,18 @@ class Alerts:
                     select(OutboxPost).where(OutboxPost.sent_at.is_(None)).order_by(OutboxPost.id)
                 )
             )
+            owed = [i for i in dict.fromkeys(p.incident_id for p in pending) if i is not None]
+            unposted = set(
+                await session.scalars(
+                    select(Incident.id).where(Incident.id.in_(owed), Incident.message_ts.is_(None))
+                )
+            )
         calls = 0
-        for incident_id in dict.fromkeys(p.incident_id for p in pending):
+        # A new incident's message before anything owed to the ones already in the channel.
+        order = sorted(
+            dict.fromkeys(p.incident_id for p in pending), key=lambda i: i not in unposted
+        )
+        for incident_id in order:
             rows = [p for p in pending if p.incident_id == incident_id]
             try:
                 calls += await self._flush_incident(incident_id, rows)
@@ -176,7 +249,15 @@ class Alerts:
         closing = any(r.kind == "close" for r in replies)  # at the end, all that is held goes out
         never = datetime.min.replace(tzinfo=now.tzinfo)
         for region, group in sorted(by_region.items(), key=lambda item: min(r.id for r in item[1])):
-            if region is not None and not closing and now - last_reply.get(region, never) < window:
+            held = (
+                region is not None and not closing and now - last_reply.get(region, never) < window
+            )
+            if held and not flapping(view.entries, region, now - window):
+                # What is critical or says it is over goes now; the rest waits for the window.
+                group = [r for r in group if events[r.event_id or -1].kind in URGENT]
+            elif held:
+                group = []
+            if not group:
                 continue  # one reply per pool per window: what waits goes out together later
             entries = [events[r.event_id] for r in group if r.event_id in events]
             await self._space(incident.channel)
@@ -196,7 +277,7 @@ class Alerts:
                 view = await incident_view(
                     session, fresh, self.fleet, self.monitor_state(), self.clock()
                 )
-            await self._space(incident.channel)
+            await self._space(incident.channel, "update")
             await self.notifier.update_incident(incident.channel, ts, view)
             calls += 1
             await self._mark([r.id for r in updates], "updated")

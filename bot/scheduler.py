@@ -53,6 +53,7 @@ class Leadership:
         self.leading = False
         self.stopping = False
         self._running: set[asyncio.Task[object]] = set()  # jobs in flight, waited for at stop
+        self._sender: asyncio.Task[None] | None = None  # the alert sender, while leading
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def _job(
@@ -90,7 +91,6 @@ class Leadership:
         self._job("lease", max(1.0, w.lease_ttl / 3), self.renew, lead=False)
         self._job("cloudflare", w.cloudflare_poll, self.watch.poll_cloudflare)
         self._job("tick", 1.0, self.watch.tick)
-        self._job("flush", 1.0, self.alerts.flush)
         self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
         self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
         self._job("home", 10.0, lambda: self.home.refresh(self.notifier))  # at most every 10 s
@@ -104,6 +104,8 @@ class Leadership:
             await self.watch.load()
             self.leading = True
             metrics.LEADER.set(1)
+            self.watch.wake = self.alerts.wake
+            self._sender = asyncio.create_task(self.alerts.run())
             self.loop.start()
             await self.watch.poll_cloudflare()
         elif not held and self.leading:
@@ -111,7 +113,19 @@ class Leadership:
             self.leading = False
             metrics.LEADER.set(0)
             await self.loop.stop()
+            await self._stop_sender()
             await self.drills.stop()  # the new leader drives them; ours restore in their finally
+
+    async def _stop_sender(self) -> None:
+        """End the sender after the flush in progress (cancelled only if it hangs)."""
+        sender, self._sender = self._sender, None
+        if sender is None:
+            return
+        self.alerts.stop()
+        _, late = await asyncio.wait([sender], timeout=5.0)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
 
     async def stop(self) -> None:
         """Stop cleanly: no new job runs, running ones reach their commit, then let go."""
@@ -121,6 +135,7 @@ class Leadership:
         if self._running:
             await asyncio.wait(set(self._running), timeout=5.0)
         await self.loop.stop()
+        await self._stop_sender()
         await self.drills.stop()  # a running drill restores the pool in its finally
         await self.loop.prober.aclose()
         if self.leading:

@@ -49,19 +49,31 @@ class Watch:
         self.events_readable = True
         # Probe results arrive concurrently; their writes must land one after another, in order.
         self._writing = asyncio.Lock()
+        self._published: dict[str, PoolState] = {}
+        # Told when posts are owed (the lease holder's sender); nothing until one is set.
+        self.wake: Callable[[], None] = lambda: None
 
     async def load(self) -> None:
         """Take over the stored state (a new leader starts where the last one stopped)."""
         state = await stored_state(self.sessions)
         self.monitor = Monitor(self.fleet, state or MonitorState())
 
-    async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> None:
-        for region, state in self.monitor.states().items():
-            for each in PoolState:
-                metrics.POOL_STATE.labels(region, each.value).set(1 if each is state else 0)
+    async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> bool:
+        """Write the monitor's state and what the events change; True when posts are owed."""
+        self._publish_states()
         events = await self._divert_operation_traffic(session, events, now)
         await self.incidents.apply(session, events, now)
         await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+        return bool(events)
+
+    def _publish_states(self) -> None:
+        """The pool-state gauges, for the pools whose state changed only (one lookup each)."""
+        for region, state in self.monitor.states().items():
+            if self._published.get(region) is state:
+                continue
+            for each in PoolState:
+                metrics.POOL_STATE.labels(region, each.value).set(1 if each is state else 0)
+            self._published[region] = state
 
     async def _divert_operation_traffic(
         self, session: AsyncSession, events: list[Event], now: datetime
@@ -119,7 +131,9 @@ class Watch:
         events = self.monitor.observe(result, now)
         if events or before != (track.streak, track.healthy):
             async with self._writing, self.sessions.begin() as session:
-                await self._commit(session, events, now)
+                owed = await self._commit(session, events, now)
+            if owed:
+                self.wake()  # committed: the sender posts it now, not at its next sweep
         return self.monitor.pending_confirmation(result.region, result.origin)
 
     async def poll_cloudflare(self) -> None:
@@ -135,7 +149,9 @@ class Watch:
             view, routing_table(view.load_balancer, view.pools), now
         )
         async with self._writing, self.sessions.begin() as session:
-            await self._commit(session, events, now)
+            owed = await self._commit(session, events, now)
+        if owed:
+            self.wake()
         await self.catch_up()
 
     async def catch_up(self) -> None:
@@ -190,12 +206,17 @@ class Watch:
         return out
 
     async def tick(self) -> None:
+        """Every second: what time alone brings (RTO Exceeded, gray failures, settling,
+        reminders). The monitor's state is written with events only: in the steady state the
+        next Cloudflare read writes it, so a tick costs no write that grows with the pools."""
         now = self.clock()
         events = self.monitor.tick(now)
         async with self._writing, self.sessions.begin() as session:
-            await self._commit(session, events, now)
-            await self.incidents.settle(session, self.healthy_since(), now)
-            await self.incidents.remind(session, now)
+            owed = await self._commit(session, events, now) if events else False
+            closed = await self.incidents.settle(session, self.healthy_since(), now)
+            reminded = await self.incidents.remind(session, now)
+        if owed or closed or reminded:
+            self.wake()
 
 
 def _caused(op: Operation, e: Event, landed: bool = True) -> bool:
