@@ -1,37 +1,47 @@
 """Ack and reply latency of ``/failover status`` with many commands in flight at once.
 
-In the sandbox (gateways, Cloudflare and Slack stand-ins on 127.0.0.1) a bot is served over HTTP,
-as the ``served`` test fixture builds it (no background watch). Each round sends ``--inflight``
+The sandbox (gateways, Cloudflare and Slack stand-ins on 127.0.0.1) runs in one process
+(``failover-bot sandbox``), the bot in another as in service (``failover-bot serve``, with its watch
+and scheduler), and the Slack users here, in a third. Each round sends ``--inflight``
 signed ``/failover status`` commands at once and, for each, times the HTTP answer to the post
 (the ack Slack waits for) and the first reply reaching the Slack stand-in. All the commands'
 probes share the same three gateways. One command is sent first, alone, to warm up; it is not
-counted. At the end it prints p50, p99 and max of both next to Slack's 3 s ack limit and the
-fleet's status deadline (2.5 s), with p99 / limit. It prints figures; it asserts nothing.
+counted. At the end it prints p50, p99 and max of both beside their goals (ack p99 <= 0.5 s and
+every ack within Slack's 3 s; every reply within the fleet's status deadline, 2.5 s), with the
+ratios. It prints figures; it asserts nothing.
 
 Run from the project root::
 
-    .venv/bin/python bench/ack.py [--inflight 50] [--rounds 5] [--wait 10]
+    .venv/bin/python bench/ack.py [--inflight 200] [--rounds 5] [--wait 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import contextlib
+import json
 import math
+import os
+import signal
+import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bot.assembly import Bot, migrated_bot
-from bot.sandbox.servers import LocalServer
+import httpx
+
+from bot.fleet import load_fleet
 from bot.sandbox.slack_client import Exchange, SlackUser
-from bot.sandbox.world import Sandbox
-from bot.slack.server import build_web_app
+from bot.sandbox.world import CHANNEL
 
-CONFIG = Path(__file__).resolve().parent.parent / "failover.toml"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "failover.toml"
 SLACK_ACK_LIMIT = 3.0  # Slack shows the user an error when a slash command is not acked in 3 s
+ACK_P99_GOAL = 0.5  # a margin under it that a crowd of 200 users must keep
 
 
 @dataclass
@@ -76,47 +86,116 @@ def report(samples: list[Sample], inflight: int, deadline: float) -> None:
         print(f"  e.g. {verdict[:160]}")
     print()
     header = (
-        f"{'':<6} {'n':>4} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'limit s':>8} "
-        f"{'p99/limit':>10} {'max/limit':>10} {'within':>10}"
+        f"{'':<6} {'n':>4} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'p99 goal':>9} "
+        f"{'p99/goal':>9} {'limit s':>8} {'max/limit':>10} {'within':>10}"
     )
     print(header)
     print("-" * len(header))
     rows = [
-        ("ack", acks, SLACK_ACK_LIMIT, "Slack's ack limit"),
-        ("reply", replies, deadline, "the status deadline ([status] deadline)"),
+        ("ack", acks, ACK_P99_GOAL, SLACK_ACK_LIMIT, "Slack's ack limit"),
+        ("reply", replies, deadline, deadline, "the status deadline ([status] deadline)"),
     ]
-    for name, values, limit, _ in rows:
+    for name, values, goal, limit, _ in rows:
         if not values:
-            print(f"{name:<6} {0:>4} {'-':>7} {'-':>7} {'-':>7} {limit:8.3f}")
+            print(f"{name:<6} {0:>4} {'-':>7} {'-':>7} {'-':>7} {goal:9.3f}")
             continue
         p50, p99, top = percentile(values, 0.5), percentile(values, 0.99), max(values)
         within = f"{sum(v <= limit for v in values)}/{len(values)}"
         print(
-            f"{name:<6} {len(values):>4} {p50:7.3f} {p99:7.3f} {top:7.3f} {limit:8.3f} "
-            f"{p99 / limit:10.2f} {top / limit:10.2f} {within:>10}"
+            f"{name:<6} {len(values):>4} {p50:7.3f} {p99:7.3f} {top:7.3f} {goal:9.3f} "
+            f"{p99 / goal:9.2f} {limit:8.3f} {top / limit:10.2f} {within:>10}"
         )
     print()
-    for name, _, limit, what in rows:
-        print(f"{name} limit: {limit:g} s, {what}")
+    for name, _, goal, limit, what in rows:
+        print(f"{name}: every one within {limit:g} s, {what}; p99 goal {goal:g} s")
     print("ack: the HTTP answer to the signed post; reply: the first reply at the Slack stand-in")
     print("(both timed from the moment the post is sent)")
 
 
+def bot_environment(endpoints: dict[str, Any], database_url: str, port: int) -> dict[str, str]:
+    """`failover-bot serve`'s environment in the sandbox the other process runs."""
+    cf, slack = endpoints["cloudflare"], endpoints["slack"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "CLOUDFLARE_"))}
+    return clean | {
+        "SLACK_BOT_TOKEN": slack["bot_token"],
+        "SLACK_SIGNING_SECRET": slack["signing_secret"],
+        "SLACK_API_URL": slack["api_url"],
+        "SLACK_CHANNEL": CHANNEL,
+        "CLOUDFLARE_API_TOKEN": cf["api_token"],
+        "CLOUDFLARE_ACCOUNT_ID": cf["account_id"],
+        "CLOUDFLARE_ZONE_ID": cf["zone_id"],
+        "CLOUDFLARE_BASE_URL": cf["base_url"],
+        "DATABASE_URL": database_url,
+        "FAILOVER_CONFIG": endpoints["config"],
+        "PORT": str(port),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_sandbox() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "sandbox", "--config", str(CONFIG), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    return proc, json.loads(line)
+
+
+async def start_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "migrate", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await migrate.wait() != 0:
+        raise SystemExit("failover-bot migrate failed")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    health = f"http://127.0.0.1:{env['PORT']}/healthz"
+    async with httpx.AsyncClient() as http:
+        for _ in range(200):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(health)).status_code == 200:
+                    return proc
+            await asyncio.sleep(0.1)
+    raise SystemExit("failover-bot serve did not answer /healthz within 20 s")
+
+
+async def stop(proc: asyncio.subprocess.Process | None) -> None:
+    if proc is not None and proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 async def bench(inflight: int, rounds: int, wait: float) -> list[Sample]:
     samples: list[Sample] = []
+    deadline = load_fleet(CONFIG).status.deadline
+    sandbox = bot = None
+    user: SlackUser | None = None
     with tempfile.TemporaryDirectory(prefix="bench-ack-") as tmp:
-        world = Sandbox(CONFIG, tmp, monitor_interval=1.0, propagation=0.5)
-        bot: Bot | None = None
-        server: LocalServer | None = None
-        user: SlackUser | None = None
         try:
-            await world.start()
-            url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-            bot = await migrated_bot(world.bot_settings(url))
-            server = LocalServer(build_web_app(bot.slack))
-            await server.start()
-            user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
-            deadline = bot.fleet.status.deadline
+            sandbox, endpoints = await start_sandbox()
+            env = bot_environment(endpoints, f"sqlite+aiosqlite:///{tmp}/bench.db", free_port())
+            bot = await start_bot(env)
+            slack = endpoints["slack"]
+            user = SlackUser(
+                f"http://127.0.0.1:{env['PORT']}/slack/events",
+                slack["url"],
+                slack["signing_secret"],
+            )
+            await asyncio.sleep(2.0)  # the first watch round, as a bot in service has done it
 
             warm = await user.command("status", wait=wait)
             shown = f"{warm.reply_seconds:.3f} s" if warm.reply_seconds is not None else "none"
@@ -125,7 +204,11 @@ async def bench(inflight: int, rounds: int, wait: float) -> list[Sample]:
                 f"reply {shown}",
                 flush=True,
             )
-            print(f"{rounds} rounds of {inflight} concurrent /failover status", flush=True)
+            print(
+                f"{rounds} rounds of {inflight} concurrent /failover status to `failover-bot "
+                "serve` (its own process; the sandbox in another)",
+                flush=True,
+            )
             for number in range(1, rounds + 1):
                 started = time.perf_counter()
                 exchanges = await asyncio.gather(
@@ -147,22 +230,20 @@ async def bench(inflight: int, rounds: int, wait: float) -> list[Sample]:
                     f"({len(replies)}/{len(got)} replied, round took {took:.2f} s)",
                     flush=True,
                 )
+                await asyncio.sleep(1.0)  # rounds apart, as separate bursts of users
             report(samples, inflight, deadline)
         finally:
             if user is not None:
                 await user.aclose()
-            if server is not None:
-                await server.close()
-            if bot is not None:
-                await bot.aclose()
-            await world.close()
+            await stop(bot)
+            await stop(sandbox)
     return samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--inflight", type=int, default=50, help="commands sent at once per round (default 50)"
+        "--inflight", type=int, default=200, help="commands sent at once per round (default 200)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     parser.add_argument(
@@ -174,7 +255,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.inflight < 1 or args.rounds < 1 or args.wait <= 0:
         parser.error("--inflight and --rounds must be at least 1 and --wait positive")
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     asyncio.run(bench(args.inflight, args.rounds, args.wait))
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
-import httpx
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.access import Access
@@ -47,7 +47,7 @@ class Bot:
     engine: AsyncEngine
     prober: Prober
     loadbalancer: LoadBalancer | None
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     router: Router
     slack: SlackApp
     leadership: Leadership | None = None
@@ -63,7 +63,7 @@ class Bot:
         await self.prober.aclose()
         if self.loadbalancer is not None:
             await self.loadbalancer.aclose()
-        await self.http.aclose()
+        await self.http.close()
         await self.engine.dispose()
 
 
@@ -89,7 +89,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
             base_url=settings.cloudflare_base_url,
         )
     prober = Prober(fleet.monitor)
-    http = httpx.AsyncClient(follow_redirects=True)
+    http = aiohttp.ClientSession()  # users' view: the public hostname and the relays
     vantages = Vantages(fleet, http, settings.relay_token)
     sessions = sessionmaker(engine)
     # The watch writes its state at every Cloudflare read; older than a few reads, none runs.
@@ -120,7 +120,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     )
     router = Router(services, SqlAuditTrail(sessions))
     home = Home(fleet, sessions, clock)
-    slack = build_bolt_app(settings, router, socket_mode=socket_mode, home=home)
+    slack = build_bolt_app(settings, router, socket_mode=socket_mode, home=home, http=http)
     access.members = partial(group_members, slack.client)
     leadership = None
     if watch is not None and drills is not None:

@@ -29,6 +29,9 @@ from bot.vantages import Vantages
 
 # Time kept back from the deadline for rendering and posting the answer.
 RENDER_MARGIN = 0.3
+# Status requests arriving within this of a gathering round share it: 200 people asking at once
+# cost one round of probes, one Cloudflare read and one look from each vantage point.
+SHARED_FOR = 1.0
 
 
 class StatusService:
@@ -48,6 +51,7 @@ class StatusService:
         self.vantages = vantages
         # The watch's stored judgement (gray failures), read from the database by any instance.
         self.watch_state = watch_state
+        self._rounds: dict[tuple[str, ...], tuple[float, asyncio.Task[FleetStatus]]] = {}
 
     async def _cloudflare(self) -> CloudflareRead:
         assert self.loadbalancer is not None
@@ -59,7 +63,19 @@ class StatusService:
             return CloudflareRead(None, str(exc))
 
     async def check(self, regions: list[str] | None = None) -> FleetStatus:
-        chosen = [self.fleet.regions[n] for n in (regions or list(self.fleet.regions))]
+        """Every angle of ``regions`` (all by default), from a round shared with the requests
+        that arrive within SHARED_FOR of its start."""
+        key = tuple(regions or self.fleet.regions)
+        now = time.monotonic()
+        found = self._rounds.get(key)
+        if found is None or now - found[0] > SHARED_FOR or _failed(found[1]):
+            found = (now, asyncio.create_task(self._gather(list(key))))
+            self._rounds[key] = found
+        # One asker giving up (a cancelled request) must not cancel the others' round.
+        return await asyncio.shield(found[1])
+
+    async def _gather(self, regions: list[str]) -> FleetStatus:
+        chosen = [self.fleet.regions[n] for n in regions]
         started = time.perf_counter()
         budget = max(0.1, self.fleet.status.deadline - RENDER_MARGIN)
         probes = asyncio.create_task(
@@ -113,3 +129,7 @@ class StatusService:
             public=checks,
             watch=judged,
         )
+
+
+def _failed(task: asyncio.Task[FleetStatus]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)

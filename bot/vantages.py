@@ -11,10 +11,12 @@ import json
 import time
 from collections.abc import Mapping
 
-import httpx
+import aiohttp
 
 from bot.fleet import Fleet, PublicSettings, Relay, ServedBy
 from bot.reads import PublicCheck
+
+MAX_BODY = 64 * 1024  # a health answer is small; never buffer an unbounded one
 
 
 def served_by(
@@ -39,59 +41,65 @@ def served_by(
     return region, said
 
 
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 async def fetch_public(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     public: PublicSettings,
     where: str,
     geo: str | None,
     limit: float = 5.0,
 ) -> PublicCheck:
-    """One request to the public hostname, as a user in ``geo`` would make it."""
+    """One request to the public hostname, as a user in ``geo`` would make it (redirects are
+    followed, as a browser would)."""
     headers = {public.geo_header: geo} if public.geo_header and geo else {}
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(limit):
-            resp = await client.get(public.url, headers=headers)
-    except (TimeoutError, httpx.TimeoutException):
+        async with asyncio.timeout(limit), client.get(public.url, headers=headers) as resp:
+            body = await resp.content.read(MAX_BODY)
+            status, answer = resp.status, resp.headers
+    except TimeoutError:
         return PublicCheck(where, geo, error=f"timeout after {limit:g} s")
-    except httpx.HTTPError as exc:
-        return PublicCheck(
-            where, geo, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        )
+    except aiohttp.ClientError as exc:
+        return PublicCheck(where, geo, error=_error(exc))
     latency = time.perf_counter() - started
-    region, said = served_by(public.served_by, resp.headers, resp.content)
+    region, said = served_by(public.served_by, answer, body)
     return PublicCheck(
         where,
         geo,
-        status=resp.status_code,
+        status=status,
         latency=latency,
         region=region,
         said=said if region is None else None,
-        retry_after=resp.headers.get("Retry-After"),
+        retry_after=answer.get("Retry-After"),
     )
 
 
 async def ask_relay(
-    client: httpx.AsyncClient, relay: Relay, token: str | None, limit: float
+    client: aiohttp.ClientSession, relay: Relay, token: str | None, limit: float
 ) -> PublicCheck:
     where = f"relay {relay.geo}"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with asyncio.timeout(limit):
-            resp = await client.get(f"{relay.url}/check", headers=headers)
-        resp.raise_for_status()
-        return PublicCheck.from_json(resp.json(), where)
-    except (TimeoutError, httpx.TimeoutException):
+        async with (
+            asyncio.timeout(limit),
+            client.get(f"{relay.url}/check", headers=headers) as resp,
+        ):
+            resp.raise_for_status()
+            return PublicCheck.from_json(await resp.json(content_type=None), where)
+    except TimeoutError:
         return PublicCheck(where, relay.geo, error=f"relay gave no answer within {limit:g} s")
-    except (httpx.HTTPError, ValueError) as exc:
-        return PublicCheck(where, relay.geo, error=f"relay failed: {exc}")
+    except (aiohttp.ClientError, ValueError) as exc:
+        return PublicCheck(where, relay.geo, error=f"relay failed: {_error(exc)}")
 
 
 class Vantages:
     """The public hostname from the bot's location and from every relay, at once."""
 
     def __init__(
-        self, fleet: Fleet, client: httpx.AsyncClient, relay_token: str | None = None
+        self, fleet: Fleet, client: aiohttp.ClientSession, relay_token: str | None = None
     ) -> None:
         self.fleet = fleet
         self.client = client

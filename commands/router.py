@@ -7,8 +7,8 @@ that the user is shown.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot import metrics
@@ -44,7 +44,7 @@ COMMANDS: tuple[Command, ...] = (
 
 
 def new_error_id() -> str:
-    return uuid.uuid4().hex[:8]
+    return secrets.token_hex(4)
 
 
 class Router:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from bot.sandbox.render import render_message
@@ -73,3 +75,15 @@ async def test_check_says_what_differs_and_how_to_fix_it(served: Served) -> None
 async def test_check_takes_no_arguments(served: Served) -> None:
     [reply] = (await served.user.command("check now")).replies
     assert "`check` takes no arguments (got `now`)." in render_message(reply)
+
+
+async def test_concurrent_status_requests_share_one_round(served: Served) -> None:
+    status = served.bot.router.services.status
+    calls = len(served.world.cloudflare.requests)
+    probes = sum(g.requests for g in served.world.gateways.values())
+    answers = await asyncio.gather(*(status.check() for _ in range(30)))
+    assert all(a is answers[0] for a in answers)  # one round answered all thirty
+    assert len(served.world.cloudflare.requests) - calls <= 3  # one read of the load balancer
+    # Three origins probed once, four vantage points' requests reaching them, and the stand-in
+    # monitor's own checks meanwhile: far from thirty rounds' worth.
+    assert sum(g.requests for g in served.world.gateways.values()) - probes < 15

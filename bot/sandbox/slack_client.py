@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.slack import TEAM_ID
@@ -35,10 +35,23 @@ class SlackUser:
         self.events_url = bot_events_url
         self.slack_url = slack_url
         self.signer = SignatureVerifier(signing_secret)
-        self.http = httpx.AsyncClient(timeout=30.0)
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        # made on first use, inside the event loop; aiohttp rather than httpx so that a crowd of
+        # users (bench/ack.py) costs the client little, and no limit on connections: each user
+        # holds one for its post and one for its long poll
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=30.0),
+            )
+        return self._http
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     def signed_headers(self, body: str, timestamp: int | None = None) -> dict[str, str]:
         ts = str(int(time.time()) if timestamp is None else timestamp)
@@ -49,29 +62,29 @@ class SlackUser:
         }
 
     async def _response_url(self, channel: str) -> str:
-        resp = await self.http.post(
+        async with self.http.post(
             f"{self.slack_url}/_sandbox/response_urls", params={"channel": channel}
-        )
-        url: str = resp.json()["url"]
+        ) as resp:
+            url: str = (await resp.json())["url"]
         return url
 
     async def _post(self, body: str, response_url: str, wait: float, expect: int) -> Exchange:
         started = time.perf_counter()
-        resp = await self.http.post(
-            self.events_url, content=body, headers=self.signed_headers(body)
-        )
-        exchange = Exchange(resp.status_code, resp.text, time.perf_counter() - started)
-        if resp.status_code != 200 or expect == 0:
+        async with self.http.post(
+            self.events_url, data=body, headers=self.signed_headers(body)
+        ) as resp:
+            exchange = Exchange(resp.status, await resp.text(), time.perf_counter() - started)
+        if exchange.status != 200 or expect == 0:
             return exchange
         rid = response_url.rsplit("/", 1)[1]
         deadline = time.monotonic() + wait
         while len(exchange.replies) < expect and time.monotonic() < deadline:
             left = max(0.1, deadline - time.monotonic())
-            got = await self.http.get(
+            async with self.http.get(
                 f"{self.slack_url}/_sandbox/responses/{rid}",
                 params={"wait": f"{left:.2f}", "after": str(len(exchange.replies))},
-            )
-            exchange.replies.extend(got.json())
+            ) as got:
+                exchange.replies.extend(await got.json())
             if exchange.replies and exchange.reply_seconds is None:
                 exchange.reply_seconds = time.perf_counter() - started
         return exchange
@@ -116,8 +129,8 @@ class SlackUser:
             }
         )
         headers = self.signed_headers(body) | {"Content-Type": "application/json"}
-        resp = await self.http.post(self.events_url, content=body, headers=headers)
-        return resp.status_code
+        async with self.http.post(self.events_url, data=body, headers=headers) as resp:
+            return resp.status
 
     async def click(
         self,

@@ -6,13 +6,15 @@ import logging
 import uuid
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.home import Home
 from bot.invocation import Invocation
@@ -56,16 +58,49 @@ def invocation_from(body: dict[str, Any]) -> Invocation:
     )
 
 
-async def send(respond: AsyncRespond, reply: Reply) -> None:
-    await respond(
-        text=reply.text,
-        blocks=reply.block_dicts(),
-        response_type="in_channel" if reply.public else "ephemeral",
-    )
+class Responder:
+    """Replies through the request's ``response_url``, on one shared connection pool.
+
+    Bolt's ``respond()`` opens a new aiohttp session, and so a new connection, for each reply:
+    with 200 commands in flight that was the largest cost of answering them. slack_sdk's
+    webhook client takes a session; Slack's transient failures are retried."""
+
+    def __init__(self, http: aiohttp.ClientSession | None) -> None:
+        self.http = http
+
+    async def send(
+        self, body: dict[str, Any], reply: Reply, *, replace_original: bool | None = None
+    ) -> None:
+        try:
+            client = AsyncWebhookClient(
+                str(body["response_url"]),
+                timeout=10,
+                session=self.http,
+                retry_handlers=[
+                    AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                    AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+                    AsyncServerErrorRetryHandler(max_retry_count=2),
+                ],
+            )
+            resp = await client.send(
+                text=reply.text,
+                blocks=reply.block_dicts(),
+                response_type="in_channel" if reply.public else "ephemeral",
+                replace_original=replace_original,
+            )
+            if resp.status_code != 200:
+                raise RuntimeError(f"response_url answered HTTP {resp.status_code}: {resp.body}")
+        except Exception:
+            log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
 
 
 def build_bolt_app(
-    settings: Settings, router: Router, *, socket_mode: bool = False, home: Home | None = None
+    settings: Settings,
+    router: Router,
+    *,
+    socket_mode: bool = False,
+    home: Home | None = None,
+    http: aiohttp.ClientSession | None = None,
 ) -> AsyncApp:
     app = AsyncApp(
         client=web_client(settings),
@@ -74,17 +109,15 @@ def build_bolt_app(
         request_verification_enabled=not socket_mode,
     )
 
+    responder = Responder(http)
+
     @app.command("/failover")
-    async def on_failover(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_failover(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()  # within Slack's 3 s, before any work
-        reply = await router.handle(invocation_from(body))
-        try:
-            await send(respond, reply)
-        except Exception:
-            log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
+        await responder.send(body, await router.handle(invocation_from(body)))
 
     @app.action(ACTION_IDS)
-    async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_button(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         action = body["actions"][0]
         invocation = Invocation(
@@ -98,15 +131,7 @@ def build_bolt_app(
         reply = await router.handle_action(
             invocation, str(action.get("action_id")), str(action.get("value", ""))
         )
-        try:
-            await respond(
-                text=reply.text,
-                blocks=reply.block_dicts(),
-                response_type="in_channel" if reply.public else "ephemeral",
-                replace_original=False,
-            )
-        except Exception:
-            log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
+        await responder.send(body, reply, replace_original=False)
 
     @app.event("app_home_opened")
     async def on_home(event: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import event, inspect, select
+from sqlalchemy.exc import DBAPIError
 
 from bot.assembly import build_bot
 from bot.db import schema
@@ -146,5 +147,45 @@ async def test_concurrent_commands_lose_no_audit_rows(migrated_url: str) -> None
         )
         rows = await trail.recent(limit=100)
         assert sorted(r.text for r in rows) == sorted(f"status {n}" for n in range(60))
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_commands_share_transactions(migrated_url: str) -> None:
+    """200 commands at once are not 200 transactions (SQLite serialises them, and refused
+    the late ones with "database is locked")."""
+    engine = create_engine(migrated_url)
+    commits: list[object] = []
+    event.listen(engine.sync_engine, "commit", commits.append)
+    trail = SqlAuditTrail(sessionmaker(engine))
+    try:
+        await asyncio.gather(
+            *(
+                trail.record_command(Invocation(user_id="U1", text=f"s {n}"), "ok", "", None, 0)
+                for n in range(200)
+            )
+        )
+        assert len(await trail.recent(limit=300)) == 200
+        assert len(commits) < 20
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failed_audit_write_reaches_every_caller_of_its_batch(
+    migrated_url: str,
+) -> None:
+    engine = create_engine(migrated_url)
+    trail = SqlAuditTrail(sessionmaker(engine))
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TABLE audit_entries")
+        results = await asyncio.gather(
+            *(
+                trail.record_command(Invocation(user_id="U1", text=f"s {n}"), "ok", "", None, 0)
+                for n in range(5)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, DBAPIError) for r in results)
     finally:
         await engine.dispose()
