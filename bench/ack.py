@@ -19,26 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
-import signal
-import socket
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
+from served import ROOT, free_port, start_bot, stop
 
 from bot.fleet import load_fleet
 from bot.sandbox.slack_client import Exchange, SlackUser
 from bot.sandbox.world import CHANNEL
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "failover.toml"
 SLACK_ACK_LIMIT = 3.0  # Slack shows the user an error when a slash command is not acked in 3 s
 ACK_P99_GOAL = 0.5  # a margin under it that a crowd of 200 users must keep
@@ -131,13 +126,6 @@ def bot_environment(endpoints: dict[str, Any], database_url: str, port: int) -> 
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def start_sandbox() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "sandbox", "--config", str(CONFIG), cwd=ROOT,
@@ -146,37 +134,6 @@ async def start_sandbox() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     return proc, json.loads(line)
-
-
-async def start_bot(env: dict[str, str]) -> asyncio.subprocess.Process:
-    migrate = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "migrate", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    if await migrate.wait() != 0:
-        raise SystemExit("failover-bot migrate failed")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", cwd=ROOT, env=env,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    health = f"http://127.0.0.1:{env['PORT']}/healthz"
-    async with httpx.AsyncClient() as http:
-        for _ in range(200):
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(health)).status_code == 200:
-                    return proc
-            await asyncio.sleep(0.1)
-    raise SystemExit("failover-bot serve did not answer /healthz within 20 s")
-
-
-async def stop(proc: asyncio.subprocess.Process | None) -> None:
-    if proc is not None and proc.returncode is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 async def bench(inflight: int, rounds: int, wait: float) -> list[Sample]:

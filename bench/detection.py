@@ -1,9 +1,10 @@
 """Detection latency: from a gateway failing to its alert reaching Slack, the bot beside monit.
 
 In the sandbox (gateways, Cloudflare and Slack stand-ins on 127.0.0.1) a bot watches the fleet,
-probing every ``--interval`` seconds. When monit is installed (Debian's package: ``apt-get install
-monit``) it watches the same gateway in the same run, every second, its alert an ``exec`` of curl
-posting to the same Slack stand-in (channel CMONIT). Each run waits a random delay, makes
+probing every ``--interval`` seconds; it runs as ``failover-bot serve`` in its own process. When
+monit is installed (Debian's package: ``apt-get install monit``) it watches the same gateway in
+the same run, every second, its alert an ``exec`` of curl posting to the same Slack stand-in
+(channel CMONIT). Each run waits a random delay, makes
 ``us-east`` answer 503, and times:
 
 - fault -> channel: until the NEW incident's first message (a ``chat.postMessage`` without
@@ -37,15 +38,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from served import ROOT, free_port, start_bot, stop
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.assembly import Bot, migrated_bot
-from bot.db.engine import sessionmaker
+from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import Incident, OutboxPost, TimelineEvent
 from bot.sandbox.slack import Recorded
 from bot.sandbox.world import CHANNEL, Sandbox
+from bot.watch import stored_state
 
-CONFIG = Path(__file__).resolve().parent.parent / "failover.toml"
+CONFIG = ROOT / "failover.toml"
+Sessions = async_sessionmaker[AsyncSession]
 REGION = "us-east"
 MONIT_CHANNEL = "CMONIT"
 POLL = 0.01  # how often this script looks at the Slack stand-in and the database
@@ -87,9 +91,9 @@ def first_post(world: Sandbox, channel: str, t0: float) -> Recorded | None:
     return None
 
 
-async def detected_at(bot: Bot) -> float | None:
+async def detected_at(db: Sessions) -> float | None:
     """When the newest incident's fault was confirmed (its Detected entry), epoch seconds."""
-    async with sessionmaker(bot.engine)() as session:
+    async with db() as session:
         entry = await session.scalar(
             select(TimelineEvent)
             .where(TimelineEvent.kind == "Detected")
@@ -99,9 +103,9 @@ async def detected_at(bot: Bot) -> float | None:
     return entry.at.timestamp() if entry is not None else None
 
 
-async def quiet(bot: Bot) -> bool:
+async def quiet(db: Sessions) -> bool:
     """Every incident closed and every post owed to the channel sent."""
-    async with sessionmaker(bot.engine)() as session:
+    async with db() as session:
         open_incidents = await session.scalar(
             select(func.count()).select_from(Incident).where(Incident.closed_at.is_(None))
         )
@@ -151,7 +155,9 @@ class Monit:
             await self.proc.wait()
 
 
-async def one_run(number: int, delay: float, world: Sandbox, bot: Bot, monit: Monit | None) -> Run:
+async def one_run(
+    number: int, delay: float, world: Sandbox, db: Sessions, monit: Monit | None
+) -> Run:
     await asyncio.sleep(delay)
     t0 = time.time()
     await world.gateways[REGION].set_mode("degraded", check="d1")  # a 503
@@ -166,7 +172,7 @@ async def one_run(number: int, delay: float, world: Sandbox, bot: Bot, monit: Mo
     if not await wait_for(posted, TIMEOUT):
         missing = "bot" if "bot" not in found else "monit"
         return Run(number, delay, None, None, note=f"no {missing} alert within {TIMEOUT:g} s")
-    confirmed = await detected_at(bot)
+    confirmed = await detected_at(db)
     bot_call = found["bot"]
     pipeline = bot_call.at - confirmed if confirmed is not None else None
     monit_at = found["monit"].at - t0 if "monit" in found else None
@@ -234,32 +240,38 @@ async def bench(runs: int, interval: float, seed: int) -> list[Run]:
     results: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
         world = Sandbox(CONFIG, tmp, monitor_interval=1.0, propagation=0.5, watch=watch)
-        bot: Bot | None = None
+        bot: asyncio.subprocess.Process | None = None
+        engine = None
         monit = Monit(world, Path(tmp)) if shutil.which("monit") else None
         try:
             await world.start()
             url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-            bot = await migrated_bot(world.bot_settings(url), watch=True)
-            leadership = bot.leadership
-            assert leadership is not None, "the sandbox bot has an alert channel, so it watches"
+            env = serve_environment(world, url)
+            bot = await start_bot(env)
+            engine = create_engine(url)
+            db = sessionmaker(engine)
 
-            async def leading() -> bool:
-                return leadership.leading
+            async def watching() -> bool:  # the lease taken and a first round stored
+                return await stored_state(db) is not None
 
-            if not await wait_for(leading, TIMEOUT):
+            if not await wait_for(watching, TIMEOUT):
                 print("the bot never took the lease; nothing measured", file=sys.stderr)
                 return results
             if monit is not None:
                 await monit.start()
             await asyncio.sleep(interval + 2.0)  # a first round: every region healthy
             tools = "the bot and monit" if monit else "the bot (monit is not installed)"
-            print(f"{runs} runs of {tools}, probe interval {interval:g} s, seed {seed}", flush=True)
+            print(
+                f"{runs} runs of {tools}, probe interval {interval:g} s, seed {seed}; the bot "
+                "is `failover-bot serve` in its own process",
+                flush=True,
+            )
             for number in range(1, runs + 1):
-                run = await one_run(number, rng.uniform(0.0, interval), world, bot, monit)
+                run = await one_run(number, rng.uniform(0.0, interval), world, db, monit)
                 await world.gateways[REGION].set_mode("healthy")
 
-                async def settled(b: Bot = bot) -> bool:
-                    return await quiet(b)
+                async def settled() -> bool:
+                    return await quiet(db)
 
                 closed = await wait_for(settled, TIMEOUT)
                 if not closed:
@@ -275,10 +287,16 @@ async def bench(runs: int, interval: float, seed: int) -> list[Run]:
         finally:
             if monit is not None:
                 await monit.stop()
-            if bot is not None:
-                await bot.aclose()
+            await stop(bot)
+            if engine is not None:
+                await engine.dispose()
             await world.close()
     return results
+
+
+def serve_environment(world: Sandbox, database_url: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "CLOUDFLARE_"))}
+    return clean | world.bot_environment(database_url) | {"PORT": str(free_port())}
 
 
 def main() -> None:

@@ -161,7 +161,7 @@ async def test_a_re_enabled_pool_gets_no_traffic_until_it_is_checked(served: Ser
     assert (await lb.pool(eu.id)).healthy is None  # Cloudflare has not checked it yet
     await asyncio.sleep(1)  # past the propagation delay: enabled at the edge, still unknown
     assert await edge(served.world, "WEU") == (200, US)
-    verdict, shown = await status(served)
+    _, shown = await status(served)
     assert "Cloudflare: health unknown until its first check since it was enabled" in shown
     assert "us-east ← WNAM ENAM NSAM SSAM WEU EEU ME NAF SAF" in shown
     assert "WEU EEU ME NAF SAF: failed over from eu-west" in shown
