@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.access import Access
 from bot.alerts import Alerts
+from bot.cloudflare_api.cached import CachedLoadBalancer
 from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
@@ -81,13 +82,22 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         await engine.dispose()
         raise
     loadbalancer: LoadBalancer | None = None
+    # What decides a change to traffic (the safety rules of drains and drills) reads now.
+    deciding: LoadBalancer | None = None
     if use_cloudflare:
-        loadbalancer = CloudflareLoadBalancer(
-            api_token=settings.cloudflare_api_token or "",
-            account_id=settings.cloudflare_account_id or "",
-            zone_id=settings.cloudflare_zone_id or "",
-            base_url=settings.cloudflare_base_url,
+        # One cached view shared by the watch, status, check, App Home and the drivers. It is
+        # never kept longer than the edge's propagation delay: whatever users already get from
+        # the edge, the view shows.
+        cached = CachedLoadBalancer(
+            CloudflareLoadBalancer(
+                api_token=settings.cloudflare_api_token or "",
+                account_id=settings.cloudflare_account_id or "",
+                zone_id=settings.cloudflare_zone_id or "",
+                base_url=settings.cloudflare_base_url,
+            ),
+            ttl=min(fleet.watch.cloudflare_cache, fleet.load_balancer.propagation),
         )
+        loadbalancer, deciding = cached, cached.fresh()
     prober = Prober(fleet.monitor)
     http = aiohttp.ClientSession()  # users' view: the public hostname and the relays
     vantages = Vantages(fleet, http, settings.relay_token)
@@ -101,10 +111,10 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     channel = settings.slack_channel or ""
     incidents = Incidents(fleet, channel)
     access = Access(fleet.access, None)
-    operations = Operations(fleet, sessions, loadbalancer, clock, channel)
+    operations = Operations(fleet, sessions, deciding, clock, channel)
     watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
     drills = (
-        Drills(fleet, sessions, loadbalancer, vantages, clock, lambda: watch.monitor.state, channel)
+        Drills(fleet, sessions, deciding, vantages, clock, lambda: watch.monitor.state, channel)
         if watch is not None
         else None
     )

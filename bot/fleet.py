@@ -133,6 +133,9 @@ class WatchSettings(_Model):
 
     probe_interval: Seconds = 10.0  # the bot's own probes of every origin
     cloudflare_poll: Seconds = 15.0  # Cloudflare allows about 1,200 API calls per 5 minutes
+    # How long one read of the pools is shared by the watch, status, check and the drivers
+    # (never longer than load_balancer.propagation: the view is never behind the edge).
+    cloudflare_cache: Seconds = 2.0
     rto_alert: Seconds = (
         60.0  # RTO Exceeded: this long without healthy traffic for a pool's regions
     )

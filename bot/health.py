@@ -237,7 +237,9 @@ class ProbeLoop:
         # Python's full collections walk every object the process holds (a served bot's imports
         # alone are some 200,000), stalling every slot for up to a tenth of a second each time.
         # What exists when probing starts (modules, settings, the fleet) lives as long as the
-        # process: freeze it out of those walks, which then see only what probing allocates.
+        # process: freeze it out of those walks, which then see only what probing allocates
+        # (once collected, so that no garbage of the start-up is kept for good).
+        gc.collect()
         gc.freeze()
         start = time.monotonic()
         n = max(1, len(self.targets))

@@ -123,11 +123,32 @@ class HealthEvent:
 
 @dataclass(frozen=True)
 class LiveView:
-    """One consistent read of the load balancer and its pools."""
+    """One consistent read of the load balancer and its pools.
+
+    Views are shared and reused for a few seconds (bot.cloudflare_api.cached): ``read_at`` says
+    when Cloudflare was asked for the pools (their health and whether they are enabled; the load
+    balancer's settings and the monitor are re-read less often), ``stale`` why the view is older
+    than the cache keeps views (Cloudflare's API budget), to be shown beside it.
+    """
 
     load_balancer: LoadBalancerInfo
     pools: dict[str, PoolInfo]  # by id
     monitor: MonitorInfo | None = None
+    read_at: datetime | None = None  # None: not known (a view not read through the cache)
+    stale: str | None = None  # why it is answered from the cache past its reuse; None: it is not
+
+    def age(self, now: datetime) -> float | None:
+        """Seconds since Cloudflare was asked; None when not known."""
+        if self.read_at is None:
+            return None
+        return max(0.0, (now - self.read_at).total_seconds())
+
+    def staleness(self, now: datetime) -> str | None:
+        """What to say beside a view answered from the cache past its reuse (None: it is not)."""
+        if self.stale is None:
+            return None
+        age = self.age(now)
+        return self.stale if age is None else f"{self.stale}, {age:.0f} s old"
 
     def pool_by_name(self, name: str) -> PoolInfo | None:
         return next((p for p in self.pools.values() if p.name == name), None)

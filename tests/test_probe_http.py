@@ -237,7 +237,7 @@ async def test_timeout_is_a_total_deadline_per_attempt(
     took = time.perf_counter() - started
     assert (result.outcome, result.reason) == (Outcome.TIMEOUT, "timeout after 0.3 s")
     assert result.attempts == 3
-    assert 0.85 < took < 1.3  # three attempts of 0.3 s
+    assert 0.85 < took < 1.6  # three attempts of 0.3 s
     assert origin.connections == 3  # a timed-out connection is never reused
 
 
@@ -451,7 +451,7 @@ async def test_redirects_share_the_attempts_deadline(
     started = time.perf_counter()
     result = await probe_once(slow.url(), monitor(timeout=0.35, retries=0))
     assert result.outcome is Outcome.TIMEOUT
-    assert time.perf_counter() - started < 0.6
+    assert time.perf_counter() - started < 0.9  # not 11 hops of 0.1 s
 
 
 # ---------------------------------------------------------------- TLS
@@ -555,9 +555,9 @@ async def test_the_loop_probes_each_origin_once_per_interval_and_confirms_at_onc
         return first  # the first result of each origin asks for one confirmation
 
     prober = Prober(monitor())
-    loop = ProbeLoop(prober, targets, 0.2, on_result, confirmations=2)
+    loop = ProbeLoop(prober, targets, 0.5, on_result, confirmations=2)
     loop.start()
-    await asyncio.sleep(0.5)  # the first slots and their confirmations, then two more rounds
+    await asyncio.sleep(1.2)  # the first slots and their confirmations, then two more rounds
     await loop.stop()
     await prober.aclose()
     assert not loop.running

@@ -87,3 +87,28 @@ async def test_concurrent_status_requests_share_one_round(served: Served) -> Non
     # Three origins probed once, four vantage points' requests reaching them, and the stand-in
     # monitor's own checks meanwhile: far from thirty rounds' worth.
     assert sum(g.requests for g in served.world.gateways.values()) - probes < 15
+
+
+async def test_with_the_api_budget_spent_status_and_check_answer_from_the_cache(
+    served: Served,
+) -> None:
+    """Going over Cloudflare's API limit blocks every call for 5 minutes
+    (fundamentals/api/reference/limits/), so the last calls are kept for restores: status and
+    check keep answering with the last view, saying why and how old, rather than losing
+    Cloudflare's angle."""
+    first = render_message((await served.user.command("status")).replies[0])
+    assert "Cloudflare's view is missing" not in first
+    async with httpx.AsyncClient() as http:
+        url = f"{served.world.cloudflare.server.url}/_sandbox/ratelimit"
+        (await http.post(url, json={"limit": 1, "window": 300, "block": 300})).raise_for_status()
+    await served.bot.loadbalancer.monitors()  # type: ignore[union-attr]  # the last call allowed
+    await asyncio.sleep(1.0)  # past the cache's reuse (the sandbox's propagation, 0.5 s)
+    exchange = await served.user.command("status")
+    assert exchange.reply_seconds is not None and exchange.reply_seconds < 2.5
+    shown = render_message(exchange.replies[0])
+    assert "Cloudflare's view: Cloudflare's API budget is nearly spent (0 of 1 calls" in shown
+    assert "answered from the cache, " in shown
+    assert "`gateway-us-east` healthy" in shown and "Routing" in shown  # the view is still there
+    checked = render_message((await served.user.command("check")).replies[0])
+    assert "The plan as Cloudflare will run it (the live load balancer; Cloudflare's API" in checked
+    assert "answered from the cache, " in checked

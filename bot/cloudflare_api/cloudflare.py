@@ -4,6 +4,11 @@ Ids are passed by keyword so the same calls run on SDK 4.3+ and 5.x. What the SD
 wrong is read raw: ``healthy`` and ``failure_reason`` from the models' extra fields (via
 ``to_dict``), pool health and health events through the client's generic ``get``. Every SDK
 error becomes a ProviderError whose message an operator can act on.
+
+Every answer's rate-limit headers feed the API budget (bot.cloudflare_api.budget), which decides
+what may still be sent. Restores (enabling a pool or an origin) are never held back by the read
+circuit breaker and are sent once, without the SDK's retries: their callers retry them on their
+own policy (bot.cloudflare_api.retry), so that a pool comes back as soon as Cloudflare answers.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import httpx
 
 from bot import metrics
 from bot.cloudflare_api.breaker import CircuitBreaker
+from bot.cloudflare_api.budget import ApiBudget, BudgetExhausted, Spend
 from bot.cloudflare_api.convert import (
     event_from_json,
     lb_from_json,
@@ -78,28 +84,55 @@ class CloudflareLoadBalancer:
         zone_id: str,
         base_url: str | None = None,
         timeout: float = TIMEOUT,
+        budget: ApiBudget | None = None,
     ) -> None:
         self.account_id = account_id
         self.zone_id = zone_id
         self.timeout = timeout
         self.breaker = CircuitBreaker(threshold=5, cooldown=30.0)
+        self.budget = budget or ApiBudget()
+        http_timeout = httpx.Timeout(timeout, connect=min(timeout, 2.0))
         self.client = cloudflare.AsyncCloudflare(
             api_token=api_token,
             base_url=base_url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+            timeout=http_timeout,
             max_retries=MAX_RETRIES,
+            # Every answer, retries and 429s included, passes its rate-limit headers on.
+            http_client=cloudflare.DefaultAsyncHttpxClient(
+                timeout=http_timeout, event_hooks={"response": [self._observe]}
+            ),
         )
+        # A restore is one attempt: its caller's retry policy decides when to try again.
+        self.restore_client = self.client.with_options(max_retries=0)
 
     async def aclose(self) -> None:
         await self.client.close()
 
+    async def _observe(self, response: httpx.Response) -> None:
+        self.budget.observe(response.status_code, response.headers)
+
     # ------------------------------------------------------------------ errors
 
     async def _call(
-        self, what: str, scope: str, permission: str, call: Callable[[], Awaitable[T]]
+        self,
+        what: str,
+        scope: str,
+        permission: str,
+        call: Callable[[], Awaitable[T]],
+        spend: Spend = Spend.READ,
     ) -> T:
-        """Run one SDK call; its errors become ProviderErrors naming ``what`` and the fix."""
-        if not self.breaker.allow():
+        """Run one SDK call; its errors become ProviderErrors naming ``what`` and the fix.
+
+        The budget may refuse it first (a block, or a reserve kept for restores); the circuit
+        breaker may refuse anything but a restore.
+        """
+        try:
+            self.budget.check(spend, what)
+        except BudgetExhausted:
+            metrics.CLOUDFLARE_CALLS.labels("budget").inc()
+            raise
+        restore = spend is Spend.RESTORE
+        if not restore and not self.breaker.allow():
             metrics.CLOUDFLARE_CALLS.labels("circuit_open").inc()
             raise ProviderUnavailable(
                 f"Cloudflare failed {self.breaker.threshold} times in a row, so the bot is not "
@@ -107,7 +140,9 @@ class CloudflareLoadBalancer:
                 f"{what} did not happen"
             )
         try:
-            result = await self._translated(what, scope, permission, call)
+            result = await self._translated(
+                what, scope, permission, call, 0 if restore else MAX_RETRIES
+            )
         except Exception as exc:
             metrics.CLOUDFLARE_CALLS.labels(type(exc).__name__).inc()
             if isinstance(exc, (ProviderUnavailable, ProviderRateLimited)):
@@ -118,8 +153,14 @@ class CloudflareLoadBalancer:
         return result
 
     async def _translated(
-        self, what: str, scope: str, permission: str, call: Callable[[], Awaitable[T]]
+        self,
+        what: str,
+        scope: str,
+        permission: str,
+        call: Callable[[], Awaitable[T]],
+        retries: int = MAX_RETRIES,
     ) -> T:
+        retried = f"; retried {_times(retries)}" if retries else ""
         try:
             return await call()
         except cloudflare.AuthenticationError:
@@ -136,18 +177,20 @@ class CloudflareLoadBalancer:
                 "CLOUDFLARE_ZONE_ID and failover.toml"
             ) from None
         except cloudflare.RateLimitError:
-            raise ProviderRateLimited(
-                f"Cloudflare rate-limited us while {what}; retried {_times(MAX_RETRIES)}"
+            wait = self.budget.blocked_for()
+            until = f" (it blocks calls for {wait:.0f} s)" if wait >= 1 else ""
+            raise BudgetExhausted(
+                f"Cloudflare rate-limited us while {what}{retried}{until}",
+                wait,
+                f"Cloudflare rate-limited the bot{until}",
             ) from None
         except cloudflare.InternalServerError as exc:
             raise ProviderUnavailable(
-                f"Cloudflare failed (HTTP {exc.status_code}) while {what}; "
-                f"retried {_times(MAX_RETRIES)}"
+                f"Cloudflare failed (HTTP {exc.status_code}) while {what}{retried}"
             ) from None
         except cloudflare.APITimeoutError:
             raise ProviderUnavailable(
-                f"Cloudflare did not answer within {self.timeout:g} s while {what}; "
-                f"retried {_times(MAX_RETRIES)}"
+                f"Cloudflare did not answer within {self.timeout:g} s while {what}{retried}"
             ) from None
         except cloudflare.APIConnectionError:
             raise ProviderUnavailable(
@@ -272,28 +315,37 @@ class CloudflareLoadBalancer:
     # ------------------------------------------------------------------ writes
 
     async def set_pool_enabled(self, pool_id: str, enabled: bool) -> PoolInfo:
+        """Enabling is a restore: sent past the read breaker and the budget's reserve, once."""
+        client = self.restore_client if enabled else self.client
+
         async def call() -> PoolInfo:
-            got = await self.client.load_balancers.pools.edit(
+            got = await client.load_balancers.pools.edit(
                 pool_id, account_id=self.account_id, enabled=enabled
             )
             return pool_from_json(_dump(got))
 
         verb = "enabling" if enabled else "disabling"
         return await self._call(
-            f"{verb} pool {pool_id}", self._account, "Load Balancing: Monitors and Pools Edit", call
+            f"{verb} pool {pool_id}",
+            self._account,
+            "Load Balancing: Monitors and Pools Edit",
+            call,
+            Spend.RESTORE if enabled else Spend.CHANGE,
         )
 
     async def set_origin_enabled(self, pool_id: str, origin: str, enabled: bool) -> PoolInfo:
         """Read the pool, flip one origin, send the whole origins array back (writable keys only).
 
         Cloudflare has no ETag here: a change made between the read and the write is lost.
+        Enabling is a restore, read and write alike (see ``set_pool_enabled``).
         """
         verb = "enabling" if enabled else "disabling"
         what = f"{verb} origin {origin} of pool {pool_id}"
+        client = self.restore_client if enabled else self.client
 
         async def call() -> PoolInfo:
             current = _dump(
-                await self.client.load_balancers.pools.get(pool_id, account_id=self.account_id)
+                await client.load_balancers.pools.get(pool_id, account_id=self.account_id)
             )
             origins = current.get("origins") or []
             if not any(o.get("name") == origin for o in origins):
@@ -306,7 +358,7 @@ class CloudflareLoadBalancer:
                 | ({"enabled": enabled} if o.get("name") == origin else {})
                 for o in origins
             ]
-            got = await self.client.load_balancers.pools.edit(
+            got = await client.load_balancers.pools.edit(
                 pool_id,
                 account_id=self.account_id,
                 origins=sent,  # type: ignore[arg-type]
@@ -314,7 +366,11 @@ class CloudflareLoadBalancer:
             return pool_from_json(_dump(got))
 
         return await self._call(
-            what, self._account, "Load Balancing: Monitors and Pools Edit", call
+            what,
+            self._account,
+            "Load Balancing: Monitors and Pools Edit",
+            call,
+            Spend.RESTORE if enabled else Spend.CHANGE,
         )
 
 

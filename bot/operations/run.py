@@ -4,8 +4,12 @@ Named steps in order, each committed before the call it stands for: preflight, s
 measure the RTO, hold (safeguards watch the receiving pools), restore, measure the rejoin, and
 the outcome: SUCCEEDED / FAILED (a target missed) / ABORTED (a safeguard, a cancel, an error) /
 INTERRUPTED (a real incident, or the bot restarted) / BLOCKED (preflight refused). The restore
-runs in ``finally``; a drill found mid-way without its task (the bot restarted, or lost the lease)
-is put back by the same restore and marked as it was stopped.
+runs in ``finally``; a drill found mid-way without its task (the bot restarted, or lost the lease,
+or its task ended on an error) is put back by the same restore and marked as it was stopped.
+
+The restore is retried inside the drill until Cloudflare takes it (bot.cloudflare_api.retry: not
+the read breaker's cooldown), each failure's cause in the journal; a drill whose bot is stopping
+tries a few times only, and leaves the rest to the next pass (recovery).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
+from bot.cloudflare_api.retry import RESTORE, RetryPolicy, retry_restore
+from bot.errors import ProviderError
 from bot.fleet import Fleet
 from bot.incidents import open_incident
+from bot.lbmodel import PoolInfo
 from bot.logs import operation_id
 from bot.monitor import MonitorState, PoolState
 from bot.operations.calendar import due, schedule_weekly
@@ -40,6 +47,9 @@ SAFEGUARD_EVERY = 0.5  # seconds between two looks at the receiving pools during
 STOP_WAIT = 10.0  # seconds a stopping bot gives its drills to restore and record it
 BEFORE_RESTORE = (OpState.SAVING, OpState.DISABLING, OpState.MEASURING_RTO, OpState.HOLDING)
 SAMPLE_BUDGET = 2.0  # seconds one sample of the users' view may take
+STOPPING_ATTEMPTS = 3  # restore attempts a drill makes once its bot is stopping
+RESTORE_NOTE_EVERY = 60.0  # seconds between two journal lines about one failing restore
+RECOVERY_RESTORE = 6.0  # seconds a pass retries a recovered drill's restore before moving on
 
 
 class DrillStopped(Exception):
@@ -74,6 +84,13 @@ def _figures(found: dict[str, float | None]) -> str:
     return ", ".join(f"{k} {'—' if v is None else f'{v:.1f} s'}" for k, v in found.items())
 
 
+def _failure(task: asyncio.Task[None] | None) -> BaseException | None:
+    """What this bot's own task of a drill ended on (None: no task here, or no error)."""
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception()
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     """A drill task that ended with an error: said in the log (its recovery follows)."""
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -102,6 +119,8 @@ class Drills:
         self.stopping = False
         # The drive's pass and a drill's own task both post what its journal owes: one at a time.
         self._posting: dict[int, asyncio.Lock] = {}
+        self._restore_said: dict[int, float] = {}  # when a failing restore was last journalled
+        self.restore_policy: RetryPolicy = RESTORE
 
     def lb(self) -> LoadBalancer:
         assert self.loadbalancer is not None, "drills need Cloudflare"
@@ -126,7 +145,7 @@ class Drills:
                     task.add_done_callback(_log_failure)
                     self.tasks[op.id] = task
                 else:
-                    await self._recover(op.id)
+                    await self._recover(op.id, _failure(self.tasks.get(op.id)))
             except Exception:
                 log.exception("drill %s: recovery failed; trying again", op.id)
         for op_id in {*touched, *(op.id for op in ops)}:
@@ -295,7 +314,13 @@ class Drills:
             await asyncio.sleep(SAFEGUARD_EVERY)
 
     async def _restore(
-        self, op_id: int, pool_id: str, enabled: bool, outcome: OpState, why: str
+        self,
+        op_id: int,
+        pool_id: str,
+        enabled: bool,
+        outcome: OpState,
+        why: str,
+        policy: RetryPolicy | None = None,
     ) -> None:
         """Put the saved configuration back: after the run (``finally``) and after a restart.
 
@@ -315,17 +340,52 @@ class Drills:
                     journal(session, op, now, "stopping", f"stopping: {why}")
         except Exception:
             log.exception("drill %s: could not record the restore; restoring all the same", op_id)
+        tries = 0
         if enabled:
-            await reenable(self.lb(), pool_id)
+            tries = await self._reenable(op_id, pool_id, policy or self.restore_policy)
         try:
             async with self.sessions.begin() as session:
                 op = await load(session, op_id)
                 now = self.clock()
                 op.restored_at = now
                 audit_change(session, op, now, f"restored {pool_id}")
-                journal(session, op, now, "restoring", "restored the saved configuration")
+                after = f" (after {tries} attempts)" if tries > 1 else ""
+                journal(session, op, now, "restoring", f"restored the saved configuration{after}")
         except Exception:
             log.exception("drill %s: restored, but could not record it", op_id)
+
+    async def _reenable(self, op_id: int, pool_id: str, policy: RetryPolicy) -> int:
+        """Enable the pool, retried on ``policy`` until Cloudflare takes it (a few times only
+        once the bot is stopping); each failure's cause in the journal, at most once a minute.
+        Returns how many attempts it took."""
+        made = [1]
+
+        async def failed(exc: ProviderError, attempt: int, pause: float | None) -> None:
+            made[0] = attempt + 1
+            now = time.monotonic()
+            last = self._restore_said.get(op_id)
+            if pause is not None and last is not None and now - last < RESTORE_NOTE_EVERY:
+                return
+            self._restore_said[op_id] = now
+            text = (
+                f"the restore failed ({exc}): retrying until Cloudflare takes it"
+                if pause is not None
+                else f"the restore failed ({exc}); the bot is stopping: the next pass retries it"
+            )
+            try:
+                await self._note(op_id, "restoring", text)
+            except Exception:
+                log.exception("drill %s: could not record the failed restore", op_id)
+
+        def give_up(attempt: int) -> bool:
+            return self.stopping and attempt >= STOPPING_ATTEMPTS
+
+        async def retrying(write: Callable[[], Awaitable[PoolInfo]]) -> PoolInfo:
+            return await retry_restore(write, policy, on_failure=failed, give_up=give_up)
+
+        await reenable(self.lb(), pool_id, retrying=retrying)
+        self._restore_said.pop(op_id, None)
+        return made[0]
 
     async def _measure_rejoin(self, plan: Plan) -> None:
         text = f"re-enabled; measuring the rejoin of {' '.join(plan.geos)}"
@@ -397,8 +457,9 @@ class Drills:
 
     # ------------------------------------------------------------------ after a restart
 
-    async def _recover(self, op_id: int) -> None:
-        """A drill with no task: the bot restarted, or lost the lease, during it.
+    async def _recover(self, op_id: int, failure: BaseException | None = None) -> None:
+        """A drill with no task: the bot restarted, or lost the lease, during it, or its task
+        ended on ``failure`` (a restore Cloudflare did not take while the bot was stopping).
 
         Put the pool back first, with the same restore as the run's; say so once, keeping the
         cause the drill had recorded.
@@ -410,11 +471,22 @@ class Drills:
             async with self.sessions.begin() as session:
                 stored = await load(session, op_id)
                 update_detail(stored, recovering=True)
-                text = "the drill lost its driver (a restart): restoring the saved configuration"
+                text = (
+                    f"the drill's run ended on an error ({failure}): restoring the saved "
+                    "configuration"
+                    if failure is not None
+                    else "the drill lost its driver (a restart): restoring the saved configuration"
+                )
                 journal(session, stored, self.clock(), "interrupted", text)
         if detail.saved is not None:  # else nothing was changed
+            # In the pass: retried a few seconds, then the other drills have their turn.
             await self._restore(
-                op_id, detail.saved.pool_id, detail.saved.enabled, OpState.INTERRUPTED, ""
+                op_id,
+                detail.saved.pool_id,
+                detail.saved.enabled,
+                OpState.INTERRUPTED,
+                "",
+                self.restore_policy.bounded(within=RECOVERY_RESTORE),
             )
         cause = detail.stopped
         if cause is not None:

@@ -6,7 +6,9 @@ every enabled origin of every enabled pool as Cloudflare's health monitor does, 
 origin ``healthy``, the pool health per location and the health events follow from it. What the
 edge applies (configuration and health alike) reaches the data plane (``DataPlane``) after a
 propagation delay. ``/_sandbox/faults`` turns on 429s, 500s, slow answers or a token without
-permission.
+permission. Each token's calls are counted against Cloudflare's API limit (``RateLimiter``):
+every answer carries ``Ratelimit`` and ``Ratelimit-Policy``, and going over blocks the token with
+429s and ``Retry-After``; ``/_sandbox/ratelimit`` reads the count or sets a smaller limit.
 
 Pages modelled (under developers.cloudflare.com/load-balancing/):
 - monitors/ and partials on monitor settings: retries only after a timeout, case-insensitive
@@ -14,6 +16,8 @@ Pages modelled (under developers.cloudflare.com/load-balancing/):
 - understand-basics/health-details/: consecutive_up/down, unknown health counts as down,
   pool health from minimum_origins, no monitor means health is not considered;
 - troubleshooting/common-error-codes/: the failure reasons' wording.
+
+And fundamentals/api/reference/limits/ (the API's rate limit and its headers).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import asyncio
 import copy
 import hashlib
 import itertools
+import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -300,6 +305,101 @@ async def health_check(
     return CheckResult(False, reason, None, time.perf_counter() - started, attempts)
 
 
+# --------------------------------------------------------------------------- the API's limit
+
+
+@dataclass
+class _Window:
+    started: float
+    calls: int = 0
+
+
+class RateLimiter:
+    """Cloudflare's API limit per token (fundamentals/api/reference/limits/).
+
+    Documented: 1,200 requests per 5 minutes per user, whatever the route; going over blocks
+    every call for the next 5 minutes with a 429; the ``Ratelimit`` header gives the remaining
+    quota ``r`` and the seconds until the window resets ``t`` (``"default";r=50;t=30``),
+    ``Ratelimit-Policy`` the quota ``q`` and its window ``w``, and a 429 ``Retry-After`` (seconds,
+    rounded up). Not documented: whether the window is fixed or sliding (fixed windows here,
+    each from the token's first call after the last one ended), whether calls made while blocked
+    count (they do not here), and whether the block ends the window (it does here: the count
+    starts again when the block is over).
+    """
+
+    def __init__(
+        self,
+        limit: int = 1200,
+        window: float = 300.0,
+        block: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.block = block
+        self.clock = clock
+        self.windows: dict[str, _Window] = {}
+        self.blocked: dict[str, float] = {}  # token -> until
+        self.calls: dict[str, int] = {}  # every call ever counted, by token
+
+    def configure(self, limit: int, window: float, block: float) -> None:
+        self.limit, self.window, self.block = limit, window, block
+        self.windows.clear()
+        self.blocked.clear()
+
+    def _window(self, token: str, now: float) -> _Window:
+        current = self.windows.get(token)
+        if current is None or now - current.started >= self.window:
+            current = self.windows[token] = _Window(now)
+        return current
+
+    def spend(self, token: str) -> float | None:
+        """Count one call; the seconds it is blocked for (a 429), or None when it may go."""
+        now = self.clock()
+        until = self.blocked.get(token)
+        if until is not None:
+            if now < until:
+                return until - now
+            del self.blocked[token]
+            self.windows.pop(token, None)
+        current = self._window(token, now)
+        if current.calls >= self.limit:
+            self.blocked[token] = now + self.block
+            return self.block
+        current.calls += 1
+        self.calls[token] = self.calls.get(token, 0) + 1
+        return None
+
+    def headers(self, token: str, retry_after: float | None = None) -> dict[str, str]:
+        now = self.clock()
+        current = self._window(token, now)
+        if retry_after is not None:
+            remaining, reset = 0, retry_after
+        else:
+            remaining = max(0, self.limit - current.calls)
+            reset = current.started + self.window - now
+        out = {
+            "Ratelimit": f'"default";r={remaining};t={max(0, math.ceil(reset))}',
+            "Ratelimit-Policy": f'"default";q={self.limit};w={self.window:g}',
+        }
+        if retry_after is not None:
+            out["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return out
+
+    def state(self, token: str) -> dict[str, Any]:
+        now = self.clock()
+        current = self.windows.get(token)
+        until = self.blocked.get(token)
+        return {
+            "limit": self.limit,
+            "window": self.window,
+            "block": self.block,
+            "calls": self.calls.get(token, 0),
+            "in_window": current.calls if current else 0,
+            "blocked_for": max(0.0, until - now) if until is not None else 0.0,
+        }
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -392,8 +492,10 @@ class CloudflareStandIn:
         propagation: float = 1.0,
         port: int | None = None,
         monitor_header: dict[str, list[str]] | None = None,
+        rate_limit: RateLimiter | None = None,
     ) -> None:
         self.token = token
+        self.rate_limit = rate_limit or RateLimiter()
         self.account_id = cf_id("account", fleet.load_balancer.name)
         self.zone_id = cf_id("zone", fleet.load_balancer.hostname)
         self.propagation = propagation
@@ -511,6 +613,8 @@ class CloudflareStandIn:
         app.router.add_get(base + "/user/load_balancing_analytics/events", self._events)
         app.router.add_post("/_sandbox/faults", self._set_faults)
         app.router.add_get("/_sandbox/state", self._state)
+        app.router.add_get("/_sandbox/ratelimit", self._get_ratelimit)
+        app.router.add_post("/_sandbox/ratelimit", self._set_ratelimit)
         return app
 
     # ----------------------------------------------------------------- lifecycle
@@ -725,6 +829,20 @@ class CloudflareStandIn:
             return error_response(
                 401, "Invalid access token" if "Authorization" in request.headers else None
             )
+        blocked = self.rate_limit.spend(self.token)
+        if blocked is not None:
+            return error_response(429, headers=self.rate_limit.headers(self.token, blocked))
+        response = await self._served(request, handler)
+        limits = self.rate_limit.headers(self.token)
+        if "Retry-After" in response.headers:
+            # A 429 fault: nothing left until its Retry-After, which stays as the fault set it.
+            wait = float(response.headers["Retry-After"])
+            limits = self.rate_limit.headers(self.token, wait)
+            limits["Retry-After"] = response.headers["Retry-After"]
+        response.headers.update(limits)
+        return response
+
+    async def _served(self, request: web.Request, handler: Any) -> web.StreamResponse:
         for fault in list(self.faults):
             if fault.kind == "events_forbidden" and not request.path.endswith("/events"):
                 continue
@@ -984,6 +1102,25 @@ class CloudflareStandIn:
                 status=400,
             )
         return web.json_response({"faults": [f.kind for f in self.faults]})
+
+    async def _get_ratelimit(self, request: web.Request) -> web.Response:
+        return web.json_response(self.rate_limit.state(self.token))
+
+    async def _set_ratelimit(self, request: web.Request) -> web.Response:
+        """``{"limit": 30, "window": 10, "block": 5}``: a smaller budget, counted from now."""
+        body = await request.json()
+        try:
+            limit = int(body.get("limit", 1200))
+            window = float(body.get("window", 300))
+            block = float(body.get("block", window))
+        except (TypeError, ValueError):
+            return web.json_response({"error": "limit, window and block are numbers"}, status=400)
+        if limit < 1 or window <= 0 or block < 0:
+            return web.json_response(
+                {"error": "limit >= 1, window > 0 and block >= 0 are needed"}, status=400
+            )
+        self.rate_limit.configure(limit, window, block)
+        return web.json_response(self.rate_limit.state(self.token))
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(

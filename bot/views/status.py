@@ -168,15 +168,19 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
         )
     elif cf.view is None:
         blocks.append(context(f":warning: Cloudflare's view is missing: {cf.error}"))
+    elif (stale := cf.view.staleness(status.checked_at)) is not None:
+        blocks.append(context(f":warning: Cloudflare's view: {stale}"))
     for note in status.notes:
         blocks.append(context(f":warning: Routing table: {note}"))
     settings = _settings_line(status)
     if settings:
         blocks.append(context(settings))
+    age = cf.view.age(status.checked_at) if cf is not None and cf.view is not None else None
+    read = f" · Cloudflare's view {format_duration(age)} old" if age is not None else ""
     blocks.append(
         context(
             f"Bot's probes from where the bot runs · {status.checked_at:%H:%M:%S} UTC · "
-            f"took {format_duration(status.elapsed)} · {probe_desc}"
+            f"took {format_duration(status.elapsed)}{read} · {probe_desc}"
         )
     )
     return Reply(text=f"{icon} Failover status: {verdict}", blocks=blocks, public=public)
