@@ -46,7 +46,9 @@ async def run(args: list[str], ctx: Context) -> Reply:
     live = check_plan(fleet, view, {r.region.name: r.state for r in status.regions})
     live.append(await _events_line(ctx))
     plan = review_plan(fleet, view)
-    return check_reply(live, plan, view.load_balancer.name, "the live load balancer")
+    stale = view.staleness(status.checked_at)
+    source = "the live load balancer" + (f"; {stale}" if stale else "")
+    return check_reply(live, plan, view.load_balancer.name, source)
 
 
 COMMAND = Command(
