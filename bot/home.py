@@ -36,8 +36,9 @@ class Home:
         self.clock = clock
         self._published: str | None = None
 
-    async def dashboard(self) -> Dashboard:
-        state = await stored_state(self.sessions) or MonitorState()
+    async def dashboard(self, live: MonitorState | None = None) -> Dashboard:
+        """``live``: the watch's own state (the lease holder's); else the one it last stored."""
+        state = live or await stored_state(self.sessions) or MonitorState()
         async with self.sessions() as session:
             incidents = list(
                 await session.scalars(select(Incident).where(Incident.closed_at.is_(None)))
@@ -89,9 +90,10 @@ class Home:
                 row.value, row.updated_at = value, self.clock()
         await publisher.publish_home(user, await self.dashboard(), self.clock())
 
-    async def refresh(self, publisher: HomePublisher) -> int:
-        """Re-publish to the viewers when the dashboard changed; returns how many were sent."""
-        board = await self.dashboard()
+    async def refresh(self, publisher: HomePublisher, live: MonitorState | None = None) -> int:
+        """Re-publish to the viewers when the dashboard changed; returns how many were sent.
+        The lease holder passes its watch's state (not read back from the database)."""
+        board = await self.dashboard(live)
         digest = board.digest()
         if digest == self._published:
             return 0

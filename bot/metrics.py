@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -122,9 +123,24 @@ PROBES_LATE = Gauge(
     registry=REGISTRY,
 )
 PROBES_DROPPED = Gauge("failover_probes_dropped", "Probe slots missed entirely", registry=REGISTRY)
-POOL_STATE = Gauge(
-    "failover_pool_state", "1 for the pool's current state", ["region", "state"], registry=REGISTRY
+# Each pool's state, one gauge per (region, state) as a labelled Gauge would write it; the lines
+# of a pool are written when its state changes, so that a scrape at 1,000 pools only joins them.
+_POOL_STATE = "failover_pool_state"
+_POOL_STATE_HEAD = (
+    f"# HELP {_POOL_STATE} 1 for the pool's current state\n# TYPE {_POOL_STATE} gauge\n"
 )
+_POOL_STATES: dict[str, str] = {}
+
+
+def set_pool_state(region: str, state: str, states: Iterable[str]) -> None:
+    """``region``'s pool is in ``state`` (1), and in none of the other ``states`` (0)."""
+    r = _label(region)
+    _POOL_STATES[region] = "".join(
+        f'{_POOL_STATE}{{region="{r}",state="{_label(s)}"}} {"1.0" if s == state else "0.0"}\n'
+        for s in states
+    )
+
+
 ALERTS_POSTED = Counter(
     "failover_alerts_posted_total", "Posts to the channel", ["kind"], registry=REGISTRY
 )
@@ -151,4 +167,5 @@ LEADER = Gauge("failover_lease_holder", "1 while this instance holds the lease",
 
 
 def exposition() -> bytes:
-    return _probe_exposition().encode() + generate_latest(REGISTRY)
+    pools = _POOL_STATE_HEAD + "".join(_POOL_STATES.values())
+    return (_probe_exposition() + pools).encode() + generate_latest(REGISTRY)

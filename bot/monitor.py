@@ -184,6 +184,11 @@ class Monitor:
     fleet: Fleet
     state: MonitorState = field(default_factory=MonitorState)
 
+    # The routes of the plan for the pools found down, kept while the same pools are down.
+    _planned: tuple[frozenset[str], dict[str, tuple[str, str, str | None]]] | None = field(
+        default=None, init=False, repr=False
+    )
+
     def __post_init__(self) -> None:
         for region in self.fleet.regions.values():
             track = self.state.pools.setdefault(region.name, PoolTrack())
@@ -385,6 +390,8 @@ class Monitor:
 
     @staticmethod
     def _disagreement(pool: PoolTrack) -> str | None:
+        if not pool.cf_enabled or pool.cf_healthy is None:
+            return None  # as disagreement() says, without building its arguments every tick
         probes = {name: o.healthy for name, o in pool.origins.items()}
         return disagreement(
             pool.cf_enabled, pool.cf_healthy, probes, pool.cf_origins, pool.cf_minimum
@@ -416,13 +423,16 @@ class Monitor:
         if s.cloudflare_read_at is not None:
             self._refresh_stranded()  # the probes may have changed their mind since the read
             return {g: (to, s.homes.get(g, to), s.stranded.get(g)) for g, to in s.routes.items()}
-        healthy = {r: p.state is not PoolState.DOWN for r, p in s.pools.items()}
-        view = planned_view(self.fleet, healthy)
+        down = frozenset(r for r, p in s.pools.items() if p.state is PoolState.DOWN)
+        if self._planned is not None and self._planned[0] == down:
+            return self._planned[1]  # the same pools down: the same routes (every tick)
+        view = planned_view(self.fleet, {r: r not in down for r in s.pools})
         out = {}
         for geo, r in routing_table(view.load_balancer, view.pools).items():
             to = self.fleet.region_of_pool(r.pool_id or "") or "none"
             home = self.fleet.region_of_pool(r.preferred or "") or "none"
             out[geo] = (to, home, None if r.healthy else stranded_users(r.users, to, True))
+        self._planned = (down, out)
         return out
 
     def _unserved(self, now: datetime) -> list[Event]:
@@ -472,7 +482,11 @@ class Monitor:
         events += self._unserved(now)
         for pool in self.state.pools.values():
             # Cloudflare's view of a recovery may come after the probes': close the outage then.
-            if pool.state is PoolState.HEALTHY and pool.cf_healthy is not False:
+            if (
+                pool.outage_since is not None
+                and pool.state is PoolState.HEALTHY
+                and pool.cf_healthy is not False
+            ):
                 pool.outage_since = None
         return events
 

@@ -93,7 +93,8 @@ class Leadership:
         self._job("tick", 1.0, self.watch.tick)
         self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
         self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
-        self._job("home", 10.0, lambda: self.home.refresh(self.notifier))  # at most every 10 s
+        # The App Home at most every 10 s, from the watch's own state.
+        self._job("home", 10.0, lambda: self.home.refresh(self.notifier, self.watch.monitor.state))
         self.scheduler.start()
         await self.renew()
 

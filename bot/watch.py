@@ -10,8 +10,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
@@ -29,6 +30,8 @@ from bot.routing import routing_table
 log = logging.getLogger(__name__)
 MONITOR_KEY = "monitor"
 EVENTS_CURSOR = "cloudflare_events"
+# Streaks that changed without an event (a confirmation under way) are written this often.
+STATE_EVERY = 5.0
 
 
 class Watch:
@@ -50,6 +53,8 @@ class Watch:
         # Probe results arrive concurrently; their writes must land one after another, in order.
         self._writing = asyncio.Lock()
         self._published: dict[str, PoolState] = {}
+        self._dirty = False  # the monitor's state changed since it was last written
+        self._state_written: datetime | None = None
         # Told when posts are owed (the lease holder's sender); nothing until one is set.
         self.wake: Callable[[], None] = lambda: None
 
@@ -64,6 +69,7 @@ class Watch:
         events = await self._divert_operation_traffic(session, events, now)
         await self.incidents.apply(session, events, now)
         await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+        self._dirty, self._state_written = False, now
         return bool(events)
 
     def _publish_states(self) -> None:
@@ -71,8 +77,7 @@ class Watch:
         for region, state in self.monitor.states().items():
             if self._published.get(region) is state:
                 continue
-            for each in PoolState:
-                metrics.POOL_STATE.labels(region, each.value).set(1 if each is state else 0)
+            metrics.set_pool_state(region, state.value, (each.value for each in PoolState))
             self._published[region] = state
 
     async def _divert_operation_traffic(
@@ -129,11 +134,16 @@ class Watch:
         before = (track.streak, track.healthy)  # cheaper than a copy, on the hot path
         now = self.clock()
         events = self.monitor.observe(result, now)
-        if events or before != (track.streak, track.healthy):
+        if events:
             async with self._writing, self.sessions.begin() as session:
                 owed = await self._commit(session, events, now)
             if owed:
                 self.wake()  # committed: the sender posts it now, not at its next sweep
+        elif before != (track.streak, track.healthy):
+            # A streak begun or ended, no event: written by the tick within STATE_EVERY. One
+            # write of every origin's state per result would grow with the fleet (at start, a
+            # thousand origins each becoming known rewrote the state a thousand times).
+            self._dirty = True
         return self.monitor.pending_confirmation(result.region, result.origin)
 
     async def poll_cloudflare(self) -> None:
@@ -207,16 +217,25 @@ class Watch:
 
     async def tick(self) -> None:
         """Every second: what time alone brings (RTO Exceeded, gray failures, settling,
-        reminders). The monitor's state is written with events only: in the steady state the
-        next Cloudflare read writes it, so a tick costs no write that grows with the pools."""
+        reminders). The monitor's state is written with events, and otherwise at most every
+        STATE_EVERY when streaks changed: in the steady state a tick costs no write that grows
+        with the pools."""
         now = self.clock()
         events = self.monitor.tick(now)
         async with self._writing, self.sessions.begin() as session:
-            owed = await self._commit(session, events, now) if events else False
+            owed = (
+                await self._commit(session, events, now)
+                if events or self._state_due(now)
+                else False
+            )
             closed = await self.incidents.settle(session, self.healthy_since(), now)
             reminded = await self.incidents.remind(session, now)
         if owed or closed or reminded:
             self.wake()
+
+    def _state_due(self, now: datetime) -> bool:
+        written = self._state_written
+        return self._dirty and (written is None or (now - written).total_seconds() >= STATE_EVERY)
 
 
 def _caused(op: Operation, e: Event, landed: bool = True) -> bool:
@@ -258,8 +277,9 @@ async def stored_state(
 
 
 async def _store(session: AsyncSession, name: str, value: dict[str, object], now: datetime) -> None:
-    row = await session.get(StoredState, name)
-    if row is None:
+    # An UPDATE, not a load and an assignment: the row is never read back and decoded.
+    changed = await session.execute(
+        update(StoredState).where(StoredState.name == name).values(value=value, updated_at=now)
+    )
+    if cast(CursorResult[Any], changed).rowcount == 0:
         session.add(StoredState(name=name, value=value, updated_at=now))
-    else:
-        row.value, row.updated_at = value, now

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bot import metrics
 
@@ -66,3 +66,22 @@ def test_a_scrape_of_a_thousand_origins_is_quick() -> None:
     assert b'failover_probe_seconds_bucket{le="0.01",origin="o-0999",region="bulk"} 1.0' in text
     # prometheus_client's children took 0.1 to 0.2 s here: a stall of every probe slot.
     assert took < 0.08
+
+
+def test_pool_states_as_a_labelled_gauge_writes_them() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge(
+        "failover_pool_state",
+        "1 for the pool's current state",
+        ["region", "state"],
+        registry=registry,
+    )
+    states = ["healthy", "degraded", "down"]
+    for region, state in [("test-eu", "down"), ('test-"q"', "healthy"), ("test-eu", "healthy")]:
+        metrics.set_pool_state(region, state, states)
+        for each in states:
+            gauge.labels(region, each).set(1 if each == state else 0)
+    ours = [ln for ln in metrics.exposition().decode().splitlines() if "failover_pool_state" in ln]
+    theirs = generate_latest(registry).decode().splitlines()
+    assert [ln for ln in ours if ln.startswith("#")] == theirs[:2]
+    assert sorted(ln for ln in ours if 'region="test-' in ln) == sorted(theirs[2:])

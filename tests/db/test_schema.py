@@ -29,6 +29,12 @@ async def tables(url: str) -> set[str]:
     return names
 
 
+def test_the_head_a_serving_bot_expects_is_alembics() -> None:
+    import migrations
+
+    assert schema.head_revision() == migrations.HEAD
+
+
 async def test_up_down_up(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
