@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint sandbox bench clean
+.PHONY: install demo test lint sandbox bench clean lock
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed: run make PYTHON=python3.11 ...")'
@@ -29,6 +29,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# requirements.txt (what buildpacks and the Dockerfile install): pyproject's runtime dependencies
+# pinned to the versions installed in the venv.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock_requirements.py
 
 clean:
 	rm -rf $(VENV) .ci-venv .mypy_cache .ruff_cache .pytest_cache *.egg-info

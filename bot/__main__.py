@@ -8,19 +8,21 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from aiohttp import web
 
 from bot.assembly import build_bot
 from bot.db import schema
-from bot.db.engine import create_engine
+from bot.db.engine import create_engine, database_error, shown
 from bot.errors import ConfigError, ProviderError, SchemaOutOfDate
 from bot.fleet import GEO_REGIONS, load_fleet
 from bot.logs import configure
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 
 log = logging.getLogger("bot")
 SECRET_VARIABLES = (
@@ -30,6 +32,7 @@ SECRET_VARIABLES = (
     "CLOUDFLARE_API_TOKEN",
     "CLOUDFLARE_API_KEY",
     "RELAY_TOKEN",
+    "METRICS_TOKEN",
     "DATABASE_URL",  # may carry a password
 )
 
@@ -52,30 +55,54 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+def _listen(port: int) -> socket.socket:
+    """The HTTP port, bound before the bot is built: a port in use stops the start with one line,
+    before the watch could take the lease of an instance that cannot serve."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp's TCPSite does
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"PORT {port} cannot be listened on ({exc.strerror or exc}): stop what uses it, "
+            "or set PORT to a free port"
+        ) from None
+    return sock
+
+
 async def serve(socket_mode: bool) -> None:
     settings = load_settings()
+    listening = None if socket_mode else _listen(settings.port)  # taken before anything starts
     bot = await build_bot(settings, socket_mode=socket_mode)
     if bot.leadership is None:
         log.warning("SLACK_CHANNEL is not set: serving commands, but no watch and no alerts")
     try:
-        await bot.start_watch()
+        await bot.verify_slack()
         if socket_mode:
             from bot.slack.socket_mode import socket_mode_handler
 
+            await bot.start_watch()
             handler = socket_mode_handler(bot.slack, settings)
             await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("serving over Socket Mode")
             await _until_stopped()
             await handler.close_async()  # type: ignore[no-untyped-call]
         else:
-            from bot.slack.server import build_web_app
+            from bot.slack.server import build_web_app, start_metrics
 
-            runner = web.AppRunner(build_web_app(bot.slack), access_log=None)
+            app = build_web_app(bot.slack, bot.engine, settings=settings)
+            runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, "0.0.0.0", settings.port).start()
+            assert listening is not None
+            await web.SockSite(runner, listening).start()
+            metrics = await start_metrics(settings)  # METRICS_PORT: /metrics on its own port
+            await bot.start_watch()
             log.info("serving HTTP on port %d: POST /slack/events, GET /healthz", settings.port)
             await _until_stopped()
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
     finally:
         await bot.aclose()
 
@@ -85,7 +112,15 @@ async def migrate(downgrade_to: str | None) -> None:
     engine = create_engine(settings.database_url)
     try:
         if downgrade_to:
-            await schema.downgrade(engine, downgrade_to)
+            from alembic.script import ScriptDirectory
+            from alembic.util import CommandError
+
+            try:
+                if downgrade_to.isalnum():  # a revision's name (not -1 or 0003-1): known here?
+                    ScriptDirectory.from_config(schema.alembic_config()).get_revisions(downgrade_to)
+                await schema.downgrade(engine, downgrade_to)
+            except CommandError as exc:  # no such revision, or not below the current one
+                raise ConfigError(f"--downgrade {downgrade_to}: {exc}") from None
         else:
             await schema.upgrade(engine)
         print(f"database schema at {await schema.current_revision(engine) or 'base'}")
@@ -93,11 +128,12 @@ async def migrate(downgrade_to: str | None) -> None:
         await engine.dispose()
 
 
-async def check() -> None:
-    settings = load_settings()
-    fleet = load_fleet(settings.failover_config)
-    origins = sum(len(r.origins) for r in fleet.regions.values())
-    print(f"{settings.failover_config}: {len(fleet.regions)} regions, {origins} origins: ok")
+async def check(socket_mode: bool, online: bool) -> int:
+    from bot.readiness import readiness, report
+
+    found = await readiness(socket_mode=socket_mode, online=online)
+    print(report(found, online))
+    return 2 if any(f.verdict == "FAIL" for f in found) else 0
 
 
 async def discover(hostname: str | None, out: str, force: bool) -> None:
@@ -146,11 +182,22 @@ async def relay(geo: str, port: int) -> None:
     await runner.cleanup()
 
 
-async def sandbox(config: str) -> None:
+def topology(config: str | None) -> Path:
+    """What the sandbox mirrors: --config, FAILOVER_CONFIG, ./failover.toml, else the packaged
+    seed's topology (said on stderr: the sandbox's stdout is its endpoints' JSON)."""
+    from bot.sandbox.topology import sandbox_topology
+
+    chosen = sandbox_topology(config, os.environ, Path.cwd())
+    if chosen.note:
+        print(f"failover-bot: {chosen.note}", file=sys.stderr, flush=True)
+    return chosen.path
+
+
+async def sandbox(config: str | None) -> None:
     from bot.sandbox.world import Sandbox
 
     with tempfile.TemporaryDirectory(prefix="failover-sandbox-") as tmp:
-        world = Sandbox(config, tmp)
+        world = Sandbox(topology(config), tmp)
         await world.start()
         print(json.dumps(world.endpoints()), flush=True)
         try:
@@ -159,44 +206,148 @@ async def sandbox(config: str) -> None:
             await world.close()
 
 
-async def demo(config: str, script: str | None) -> int:
+def demo(config: str | None, script: str | None) -> int:
+    """The console keeps the main thread (readline, Ctrl-C); its event loop runs beside it."""
     from bot.sandbox.demo import run_demo
 
-    return await run_demo(config, Path(script) if script else None)
+    if script is not None and not Path(script).is_file():
+        raise ConfigError(f"--script {script}: no such file")
+    return run_demo(topology(config), Path(script) if script else None)
+
+
+DESCRIPTION = """\
+A Slack bot for the on-call engineers of a gateway that runs in several regions behind a
+Cloudflare load balancer. In Slack, /failover status says how every region stands (the bot's
+probes, Cloudflare's view, what users get); check, whatif, drain, restore and drill do the rest.
+In the background it watches the regions and posts each incident to a channel."""
+EPILOG = """\
+To deploy: set the variables (.env.example lists them), then run
+  failover-bot migrate && failover-bot check --online && failover-bot serve
+To try it without Slack or Cloudflare: failover-bot demo
+Each command's --help says what it does and its options."""
+SERVE = (
+    "Serve the Slack app. Over HTTP (the default) it listens on $PORT for POST /slack/events "
+    "(the /failover command, its buttons, the App Home), GET /healthz and GET /metrics. With "
+    "SLACK_CHANNEL set it also watches the regions and posts incidents there (the instance "
+    "holding the database's lease does). Needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or "
+    "SLACK_APP_TOKEN with --socket-mode) and a migrated database; stops with one line per "
+    "problem otherwise."
+)
+MIGRATE = (
+    "Bring the database at DATABASE_URL (default: the SQLite file failover.db) to the schema "
+    "this version needs. Run it before the first serve and after each upgrade (the Procfile's "
+    "release step does); running it again changes nothing."
+)
+CHECK = (
+    "Check what `serve` needs, without serving: the environment's variables (every one missing "
+    "or malformed, each on its line), failover.toml, and the database (reachable and migrated; "
+    "nothing is created). With --online, Slack is asked whether SLACK_BOT_TOKEN works, and "
+    "Cloudflare whether the API token is active and can read the load balancer named in "
+    "failover.toml, its pools, monitor and health events. Exits 0 when ready, 2 otherwise."
+)
+DISCOVER = (
+    "Read the load balancer (by --hostname, default failover.toml's), its pools, origins and "
+    "monitor through CLOUDFLARE_API_TOKEN, and write a failover.toml to start from: review its "
+    "regions' roles and the targets before using it."
+)
+RELAY = (
+    "A small HTTP service that shows the bot what users in another geo region get: asked GET "
+    "/check, it fetches the [public] url of its failover.toml and answers the status, latency "
+    "and pool that served. With RELAY_TOKEN set it answers only requests bearing it. List it "
+    "under [[relays]] in the bot's failover.toml."
+)
+SANDBOX = (
+    "Start the sandbox world on 127.0.0.1 (a gateway per region, a Cloudflare API stand-in "
+    "with its monitor and data plane, relays, a Slack stand-in), print its endpoints as one JSON "
+    "line, and run until stopped (Ctrl-C)."
+)
+DEMO = (
+    "Start the sandbox and the bot together, with a console where you type /failover commands "
+    "as in Slack, break and heal regions and press buttons (type help there). --script runs a "
+    "file of such lines and exits."
+)
+
+
+def _version() -> str:
+    try:
+        return version("failover-bot")
+    except PackageNotFoundError:
+        return "(not installed: run `pip install .`)"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="failover-bot", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="serve Slack: HTTP mode on $PORT, or --socket-mode")
+    p = argparse.ArgumentParser(
+        prog="failover-bot",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=description)
+
+    s = command("serve", "answer Slack: the /failover command, its buttons, and alerts", SERVE)
     s.add_argument(
         "--socket-mode",
         action="store_true",
-        help="connect over Socket Mode (needs SLACK_APP_TOKEN)",
+        help="connect to Slack over Socket Mode instead of listening for HTTP (development "
+        "without a public address; needs SLACK_APP_TOKEN, xapp-...)",
     )
-    m = sub.add_parser("migrate", help="upgrade the database schema (DATABASE_URL)")
+    m = command("migrate", "create or upgrade the database schema (DATABASE_URL)", MIGRATE)
     m.add_argument(
-        "--downgrade", metavar="REVISION", help="go down to REVISION instead (base: empty)"
+        "--downgrade",
+        metavar="REVISION",
+        help="go down to REVISION instead (base: drop every table), e.g. before running an "
+        "older version",
     )
-    sub.add_parser("check", help="validate the settings and failover.toml, then exit")
-    d = sub.add_parser("discover", help="write a failover.toml from the live Cloudflare account")
+    c = command(
+        "check",
+        "check that this environment can serve: settings, failover.toml, database",
+        CHECK,
+    )
+    c.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask Slack (auth.test) and Cloudflare (token, load balancer, health events)",
+    )
+    c.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="check for `serve --socket-mode`: SLACK_APP_TOKEN instead of SLACK_SIGNING_SECRET",
+    )
+    d = command("discover", "write a failover.toml from the live Cloudflare account", DISCOVER)
     d.add_argument("--hostname", help="the load balancer's hostname (default: failover.toml's)")
-    d.add_argument("--out", default="failover.discovered.toml", help="where to write it")
-    d.add_argument("--force", action="store_true", help="replace --out if it exists")
-    r = sub.add_parser("relay", help="serve GET /check: the public hostname fetched from here")
-    r.add_argument(
-        "--geo", required=True, choices=GEO_REGIONS, type=str.upper, help="where it runs"
+    d.add_argument(
+        "--out",
+        default="failover.discovered.toml",
+        help="where to write it (default: failover.discovered.toml)",
     )
-    r.add_argument("--port", type=int, default=8080)
-    for name, text in (
-        ("sandbox", "run the sandbox world alone"),
-        ("demo", "the sandbox, the bot and a console"),
+    d.add_argument("--force", action="store_true", help="replace --out if it exists")
+    r = command("relay", "see the public hostname from another region: serve GET /check", RELAY)
+    r.add_argument(
+        "--geo",
+        required=True,
+        choices=GEO_REGIONS,
+        type=str.upper,
+        metavar="GEO",
+        help=f"the Cloudflare geo region this relay runs in: {', '.join(GEO_REGIONS)}",
+    )
+    r.add_argument("--port", type=int, default=8080, help="the port to listen on (default 8080)")
+    for name, text, description in (
+        (
+            "sandbox",
+            "run the sandbox world alone: gateways, Cloudflare and Slack on loopback",
+            SANDBOX,
+        ),
+        ("demo", "try the bot without Slack or Cloudflare: the sandbox, the bot, a console", DEMO),
     ):
-        c = sub.add_parser(name, help=text)
+        c = command(name, text, description)
         c.add_argument(
             "--config",
-            default="failover.toml",
-            help="the topology to mirror (default: failover.toml)",
+            help="the topology to mirror (default: $FAILOVER_CONFIG, else ./failover.toml, "
+            "else the seed's, packaged with the bot)",
         )
         if name == "demo":
             c.add_argument(
@@ -215,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         level = "INFO"  # the settings check says what is wrong with it, in one line
     configure(logging.WARNING if quiet else level, secrets)
     # A line per probe and per API call would drown what matters.
-    for noisy in ("httpx", "httpcore", "cloudflare"):
+    # (Alembic's plugin set-up logs seven lines at every migrate.)
+    for noisy in ("httpx", "httpcore", "cloudflare", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # A skipped run of a one-second job only means the last one is still sending.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -227,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             asyncio.run(migrate(args.downgrade))
         elif args.command == "check":
-            asyncio.run(check())
+            return asyncio.run(check(args.socket_mode, args.online))
         elif args.command == "discover":
             asyncio.run(discover(args.hostname, args.out, args.force))
         elif args.command == "relay":
@@ -235,9 +387,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "sandbox":
             asyncio.run(sandbox(args.config))
         elif args.command == "demo":
-            return asyncio.run(demo(args.config, args.script))
+            return demo(args.config, args.script)
     except (ConfigError, SchemaOutOfDate, ProviderError) as exc:
-        print(f"failover-bot: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # several missing settings: a line each
+            print(f"failover-bot: {line}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        reason = database_error(exc)
+        if reason is None:
+            raise  # a bug: its traceback is what its fixer needs
+        # The database could not be reached, is missing or takes no writes: one line, no
+        # traceback, and the URL without its password.
+        url = env.get("DATABASE_URL") or Settings.model_fields["database_url"].default
+        print(f"failover-bot: DATABASE_URL {shown(url)} cannot be used: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

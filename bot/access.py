@@ -1,7 +1,9 @@
 """Who may do what: everyone reads; operators drain and drill; approvers approve others' changes.
 
 Entries are Slack user ids (U…, W…) or user-group ids (S…); groups are resolved through a port
-and cached for a minute, so a change of on-call rotation takes effect without a restart.
+and cached for a minute, so a change of on-call rotation takes effect without a restart. A lookup
+that fails is remembered for half a minute, so a failing group costs one Slack call per 30 s,
+not one per command.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from bot.fleet import AccessSettings
 log = logging.getLogger(__name__)
 GroupMembers = Callable[[str], Awaitable[set[str]]]
 CACHE_SECONDS = 60.0
+FAILURE_SECONDS = 30.0
 
 
 class Access:
@@ -22,6 +25,7 @@ class Access:
         self.settings = settings
         self.members = members
         self._cache: dict[str, tuple[float, set[str]]] = {}
+        self._failed: dict[str, float] = {}  # group -> when its lookup last failed
 
     async def _in(self, user: str, entries: list[str]) -> bool:
         if user in entries:
@@ -31,12 +35,17 @@ class Access:
                 continue
             cached = self._cache.get(group)
             if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+                failed = self._failed.get(group)
+                if failed is not None and time.monotonic() - failed < FAILURE_SECONDS:
+                    continue  # it failed moments ago: refuse again without asking Slack
                 try:
                     cached = (time.monotonic(), await self.members(group))
                 except Exception as exc:
                     # Slack could not say: refuse rather than guess, and say why in the log.
                     log.warning("could not read user group %s: %s", group, exc)
+                    self._failed[group] = time.monotonic()
                     continue
+                self._failed.pop(group, None)
                 self._cache[group] = cached
             if user in cached[1]:
                 return True

@@ -2,7 +2,9 @@
 
 One message per incident, kept current with updates (coalesced: many pending updates, one call);
 each event a reply in its thread. Pool Down inhibits Pool Degraded for the same pool; silenced
-regions get no replies except recoveries; at most one reply per pool per ``flap_window`` (what
+regions get no replies except recoveries, but the message is posted and kept current whatever is
+silenced, and each silence and its end are announced in the channel (outbox rows without an
+incident); at most one reply per pool per ``flap_window`` (what
 waits is sent together after it), except what cannot wait: critical events and recoveries.
 A new incident's message goes before anything owed to older ones. The sender runs as soon as the
 watch commits what it owes (``wake``), and sweeps every second for what waits on a window; it
@@ -24,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics, silences
+from bot.db.engine import database_error
 from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
@@ -44,6 +47,7 @@ POST_BURST = 3  # ...with short bursts (Slack gives no figure: a cautious one)
 UPDATE_SPACING = 60 / 50  # chat.update, Tier 3: 50+ a minute per workspace
 UPDATE_BURST = 5
 SWEEP = 1.0  # seconds between two looks for what waits on a window, when nothing wakes it
+SILENCE_KINDS = {"silence", "unsilence", "expiry"}  # a silence's news, posted in the channel
 
 
 def entry_view(e: TimelineEvent) -> EntryView:
@@ -72,6 +76,7 @@ async def incident_view(
             r: (PoolState.DISABLED if not p.cf_enabled else p.state)
             for r, p in monitor.pools.items()
         }
+    muted = await active_silences(session, now)
     return IncidentView(
         id=incident.id,
         title=incident.title,
@@ -88,7 +93,8 @@ async def incident_view(
         states=states,
         failed_over=dict(monitor.failed_over) if monitor else {},
         stranded=dict(monitor.stranded) if monitor else {},
-        silenced=sorted((await active_silences(session, now)).keys()),
+        silenced=sorted(muted),
+        silenced_until={r: s.until for r, s in muted.items()},
     )
 
 
@@ -136,12 +142,21 @@ class Alerts:
     async def run(self) -> None:
         """The sender: flush whenever woken, and every SWEEP for what waits on a window."""
         self._stopping = False
+        failing = False  # logged when the sender starts failing, not at every sweep
         while not self._stopping:
             self._wake.clear()  # a wake during the flush runs the next one at once
             try:
                 await self.flush()
-            except Exception:
-                log.exception("the alert sender failed; it carries on")
+            except Exception as exc:
+                if not failing and (reason := database_error(exc)) is not None:
+                    log.error("the alert sender failed: the database is unavailable (%s)", reason)
+                elif not failing:
+                    log.exception("the alert sender failed; it carries on")
+                failing = True
+            else:
+                if failing:
+                    log.info("the alert sender works again")
+                failing = False
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
@@ -200,10 +215,31 @@ class Alerts:
                         row.attempts += 1
         return calls
 
+    async def _flush_silences(self, rows: list[OutboxPost]) -> int:
+        """Announce silences beginning and ending, in order, each marked once Slack answers."""
+        calls = 0
+        for row in rows:
+            found = None
+            if row.silence_id is not None and row.kind in SILENCE_KINDS:
+                async with self.sessions() as session:
+                    found = await session.get(Silence, row.silence_id)
+            if found is None:
+                await self._mark([row.id], "no such silence")  # nothing a reader could use
+                continue
+            await self._space(row.channel)
+            ts = await self.notifier.post_silence(
+                row.channel, silences.notice(found, row.kind, self.clock())
+            )
+            calls += 1
+            await self._mark([row.id], ts)
+        return calls
+
     async def _flush_incident(self, incident_id: int | None, rows: list[OutboxPost]) -> int:
+        if incident_id is None:
+            return await self._flush_silences(rows)  # no incident: a silence's news
         now = self.clock()
         async with self.sessions() as session:
-            incident = await session.get(Incident, incident_id) if incident_id is not None else None
+            incident = await session.get(Incident, incident_id)
             if incident is None:
                 await self._mark([r.id for r in rows], "no incident")
                 return 0
@@ -213,11 +249,8 @@ class Alerts:
         calls = 0
         ts = incident.message_ts
         if ts is None:
-            if all(r in view.silenced for r in view.regions) and incident.closed_at is None:
-                return 0  # every region is silenced: say nothing until one is not
-            if all(r in view.silenced for r in view.regions):
-                await self._mark([r.id for r in rows], "silenced")
-                return 0
+            # Posted whatever is silenced: a silence mutes its region's replies, never the
+            # incident (the message says which regions are silenced).
             await self._space(incident.channel)
             ts = await self.notifier.post_incident(incident.channel, view)
             calls += 1

@@ -18,8 +18,10 @@ from bot.cloudflare_api.cached import CachedLoadBalancer
 from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
-from bot.db.engine import create_engine, sessionmaker
+from bot.db.engine import create_engine, database_error, ensure_writable, sessionmaker
 from bot.db.lease import LeaderLease
+from bot.db.replays import SeenRequests
+from bot.errors import SchemaOutOfDate
 from bot.fleet import Fleet, load_fleet
 from bot.health import Prober
 from bot.home import Home
@@ -28,11 +30,12 @@ from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
 from bot.operations.workflow import Operations
 from bot.ports import LoadBalancer
+from bot.readiness import missing_sqlite_file
 from bot.records import IncidentRecords
 from bot.scheduler import Leadership
 from bot.settings import Settings
 from bot.silences import Silences
-from bot.slack.app import SlackApp, build_bolt_app, group_members
+from bot.slack.app import SlackApp, SlackIdentity, build_bolt_app, group_members
 from bot.slack.notifier import SlackNotifier
 from bot.status import StatusService
 from bot.vantages import Vantages
@@ -52,6 +55,13 @@ class Bot:
     router: Router
     slack: SlackApp
     leadership: Leadership | None = None
+    identity: SlackIdentity | None = None
+
+    async def verify_slack(self) -> None:
+        """Check the bot token with Slack once, with retries (``serve`` does, before serving):
+        a refused token is a ConfigError, Slack out of reach only a warning."""
+        if self.identity is not None:
+            await self.identity.verify(self.slack.client)
 
     async def start_watch(self) -> None:
         """Start the scheduler and go for the lease (needs the running event loop)."""
@@ -70,14 +80,19 @@ class Bot:
 
 async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     """Validate everything an operator could have got wrong before serving a single request."""
-    settings.require("slack_bot_token")
-    if not socket_mode:
-        settings.require("slack_signing_secret")
+    # Every missing setting at once, SLACK_APP_TOKEN too over Socket Mode, before anything opens.
+    settings.require(*settings.needed_to_serve(socket_mode))
     fleet = load_fleet(settings.failover_config)
     use_cloudflare = settings.cloudflare_configured  # validated before anything is opened
+    if (missing := missing_sqlite_file(settings.database_url)) is not None:
+        # Connecting would create it empty, only to refuse it for having no schema.
+        raise SchemaOutOfDate(
+            f"the database file {missing} does not exist: run `failover-bot migrate` first"
+        )
     engine = create_engine(settings.database_url)
     try:
         await schema.ensure_current(engine)
+        await ensure_writable(engine)
     except BaseException:
         await engine.dispose()
         raise
@@ -118,19 +133,31 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         if watch is not None
         else None
     )
+    silences = Silences(sessions, clock, channel)  # each silence and its end told the channel
     services = Services(
         fleet=fleet,
         status=status,
         loadbalancer=loadbalancer,
         records=IncidentRecords(fleet, sessions, incidents, clock),
-        silences=Silences(sessions, clock),
+        silences=silences,
         access=access,
         operations=operations,
         clock=clock,
     )
-    router = Router(services, SqlAuditTrail(sessions))
+    router = Router(services, SqlAuditTrail(sessions), database_error=database_error)
     home = Home(fleet, sessions, clock)
-    slack = build_bolt_app(settings, router, socket_mode=socket_mode, home=home, http=http)
+    identity = SlackIdentity(
+        settings.slack_bot_token or ""
+    )  # requests authorized without auth.test
+    slack = build_bolt_app(
+        settings,
+        router,
+        socket_mode=socket_mode,
+        home=home,
+        http=http,
+        replays=SeenRequests(sessions, clock),
+        identity=identity,
+    )
     access.members = partial(group_members, slack.client)
     leadership = None
     if watch is not None and drills is not None:
@@ -142,9 +169,11 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
         drains = DrainDriver(fleet, sessions, loadbalancer, clock)
         leadership = Leadership(
-            fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home
+            fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home, silences
         )
-    return Bot(settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership)
+    return Bot(
+        settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership, identity
+    )
 
 
 async def migrated_bot(settings: Settings, *, watch: bool = False) -> Bot:

@@ -23,7 +23,7 @@ def parse_duration(text: str) -> float:
 def format_duration(seconds: float) -> str:
     """A short reading of ``seconds``: 0.35 -> "350 ms", 75 -> "1m15s"."""
     if seconds < 0.001:
-        return "<1 ms"
+        return "under 1 ms"  # not "<1 ms": "<" is markup to Slack's mrkdwn
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:

@@ -153,7 +153,8 @@ class FleetStatus:
         problems = []
         for check in self.public:
             if check.error:
-                problems.append(f"{check.where}: {check.error}")
+                named = check.error.startswith(check.where)  # "relay WEU answered nonsense"
+                problems.append(check.error if named else f"{check.where}: {check.error}")
             elif not check.ok:
                 problems.append(f"users at {check.where} get HTTP {check.status}")
         return problems

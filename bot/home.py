@@ -12,16 +12,15 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.models import Incident, Operation, StoredState
+from bot.db.models import HomeViewer, Incident, Operation
+from bot.db.upsert import insert_or_ignore
 from bot.fleet import Fleet
 from bot.monitor import MonitorState
 from bot.operations.detail import detail_of
 from bot.operations.state import OPEN, OpState
 from bot.ports import HomePublisher
-from bot.reads import Dashboard
+from bot.reads import BoardOperation, Dashboard
 from bot.watch import stored_state
-
-VIEWERS = "home_viewers"
 
 
 class Home:
@@ -69,8 +68,10 @@ class Home:
                 f"#{i.id} {i.title} ({i.severity}), began {i.began_at:%H:%M} UTC" for i in incidents
             ],
             operations=[
-                f"{o.kind} of {o.origin or o.region}: {o.state.replace('_', ' ')} "
-                f"(by <@{o.requested_by}>)"
+                BoardOperation(
+                    f"{o.kind} #{o.id} of {o.origin or o.region}: {o.state.replace('_', ' ')}",
+                    o.requested_by,
+                )
                 for o in ops
                 if o.state != OpState.SCHEDULED
             ],
@@ -78,17 +79,24 @@ class Home:
         )
 
     async def opened(self, user: str, publisher: HomePublisher) -> None:
-        """A user opened the tab: show the dashboard now, and keep them on the refresh list."""
-        async with self.sessions.begin() as session:
-            row = await session.get(StoredState, VIEWERS)
-            users = set((row.value or {}).get("users", [])) if row else set()
-            users.add(user)
-            value = {"users": sorted(users)}
-            if row is None:
-                session.add(StoredState(name=VIEWERS, value=value, updated_at=self.clock()))
-            else:
-                row.value, row.updated_at = value, self.clock()
+        """A user opened the tab: show the dashboard now, and keep them on the refresh list.
+
+        One row per viewer, inserted or ignored: many opening at once each add their own row
+        (a shared JSON list rewritten by each lost some of them, and its first insert raced)."""
+        if user:
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    insert_or_ignore(session, HomeViewer).values(
+                        user_id=user, first_opened_at=self.clock()
+                    )
+                )
         await publisher.publish_home(user, await self.dashboard(), self.clock())
+
+    async def viewers(self) -> list[str]:
+        async with self.sessions() as session:
+            return list(
+                await session.scalars(select(HomeViewer.user_id).order_by(HomeViewer.user_id))
+            )
 
     async def refresh(self, publisher: HomePublisher, live: MonitorState | None = None) -> int:
         """Re-publish to the viewers when the dashboard changed; returns how many were sent.
@@ -97,9 +105,7 @@ class Home:
         digest = board.digest()
         if digest == self._published:
             return 0
-        async with self.sessions() as session:
-            row = await session.get(StoredState, VIEWERS)
-        users = (row.value or {}).get("users", []) if row else []
+        users = await self.viewers()
         for user in users:
             await publisher.publish_home(user, board, self.clock())
         self._published = digest

@@ -16,6 +16,14 @@ PATTERNS = (
     re.compile(r"xapp-[A-Za-z0-9-]+"),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(bearer\s+)?[^\s\"',}]+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    # Bolt logs a request whose signature fails with its whole body, at INFO: its response_url
+    # lets anyone answer in the channel ("up to 5 times within 30 minutes", Slack's slash command
+    # docs, api.slack.com/interactivity/slash-commands) and `token` is the app's legacy
+    # verification token. As a form field, in a JSON body, in an interaction's URL-encoded JSON.
+    re.compile(r"((?<![\w%])(?:token|response_url)=)[^&\s'\"]+"),
+    re.compile(r"(\"(?:token|response_url)\"\s*:\s*\")[^\"]*"),
+    re.compile(r"(%22(?:token|response_url)%22(?:%3A|:)(?:\+|%20)*%22).*?(?=%22|$)"),
+    re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s'\"&]*"),
 )
 REDACTED = "[redacted]"
 # Set around the work for one request or one operation, so every line it logs can be found.

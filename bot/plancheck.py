@@ -128,16 +128,30 @@ def check_plan(
             )
             continue
         problems = []
+        # Each kind of problem has its own fix: an enabled origin that fails is not fixed by
+        # enabling anything, but by looking at the origin.
+        fixes: dict[str, None] = {}  # ordered, without repeats
+        plan_fix = (
+            "set the pool as planned (Traffic → Load Balancing → Manage Pools), "
+            f"or fix regions.{region.name} in failover.toml"
+        )
+        look_fix = (
+            f"look at the origin itself: `/failover status {region.name}` shows what its "
+            "health check answers"
+        )
         if not pool.enabled:
             problems.append("the pool is disabled")
+            fixes["enable the pool (`/failover restore` if a drain holds it)"] = None
         if pool.minimum_origins != region.minimum_origins:
             problems.append(
                 f"minimum_origins live {pool.minimum_origins}, plan {region.minimum_origins}"
             )
+            fixes[plan_fix] = None
         for origin in region.origins:
             live_origin = pool.origin(origin.name)
             if live_origin is None:
                 problems.append(f"origin {origin.name} is missing")
+                fixes[plan_fix] = None
                 continue
             planned = urlsplit(origin.url).hostname or origin.url
             address = urlsplit(f"//{live_origin.address}").hostname or live_origin.address
@@ -146,25 +160,29 @@ def check_plan(
                     f"origin {origin.name} points at {address}, the plan at {planned}: the bot "
                     "probes one host and Cloudflare another"
                 )
+                fixes[plan_fix] = None
             if live_origin.weight != origin.weight:
                 out = ": it takes no traffic" if live_origin.weight == 0 else ""
                 problems.append(
                     f"origin {origin.name} has weight {live_origin.weight:g}{out} "
                     f"(plan {origin.weight:g})"
                 )
+                fixes[plan_fix] = None
             if not live_origin.enabled:
                 problems.append(f"origin {origin.name} is disabled")
+                fixes[f"enable origin {origin.name} in the pool"] = None
             elif live_origin.healthy is False:
                 problems.append(
                     f"origin {origin.name} fails Cloudflare's check ({live_origin.failure_reason})"
                 )
+                fixes[look_fix] = None
         state = (probe_states or {}).get(region.name)
-        if state is not None and state is not PoolState.HEALTHY:
+        # DISABLED is the load balancer's word, said above; the others are the origins' health.
+        if state is not None and state not in (PoolState.HEALTHY, PoolState.DISABLED):
             problems.append(f"the bot's probes say {state}")
+            fixes[look_fix] = None
         if problems:
-            lines.append(
-                CheckLine(item, False, "; ".join(problems), "enable it, or see `/failover status`")
-            )
+            lines.append(CheckLine(item, False, "; ".join(problems), "; ".join(fixes)))
         else:
             count = len(pool.origins)
             lines.append(

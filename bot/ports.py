@@ -20,7 +20,14 @@ from bot.lbmodel import (
     PoolHealth,
     PoolInfo,
 )
-from bot.reads import Dashboard, EntryView, IncidentView, OperationView, PublicCheck
+from bot.reads import (
+    Dashboard,
+    EntryView,
+    IncidentView,
+    OperationView,
+    PublicCheck,
+    SilenceNotice,
+)
 
 
 class LoadBalancer(Protocol):
@@ -75,6 +82,10 @@ class Notifier(Protocol):
         *,
         reminder: bool = False,
     ) -> str: ...
+
+    async def post_silence(self, channel: str, notice: SilenceNotice) -> str:
+        """Tell the channel a region was silenced or unsilenced, or its silence expired."""
+        ...
 
 
 class OperationNotifier(Protocol):

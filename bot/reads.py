@@ -55,6 +55,7 @@ class IncidentView:
     failed_over: Mapping[str, str] = field(default_factory=dict)  # geo -> region serving it
     stranded: Mapping[str, str] = field(default_factory=dict)  # geo -> what its users get
     silenced: Sequence[str] = ()
+    silenced_until: Mapping[str, datetime] = field(default_factory=dict)  # region -> until
 
 
 @dataclass(frozen=True)
@@ -93,13 +94,21 @@ class DrillRecord:
 
 
 @dataclass(frozen=True)
+class BoardOperation:
+    """A drain or drill on the dashboard; the view turns ``requested_by`` into a mention."""
+
+    text: str  # "drain of eu-west: active"
+    requested_by: str
+
+
+@dataclass(frozen=True)
 class Dashboard:
     regions: dict[str, str]  # region -> state
     cloudflare: dict[str, str]  # region -> Cloudflare's health
     moved: dict[str, str]  # geo -> region serving it instead of its own
     stranded: dict[str, str] = field(default_factory=dict)  # geo -> what its users get instead
     incidents: list[str] = field(default_factory=list)
-    operations: list[str] = field(default_factory=list)
+    operations: list[BoardOperation] = field(default_factory=list)
     next_game_day: str | None = None
 
     def digest(self) -> str:
@@ -136,3 +145,17 @@ class SilenceView:
     until: datetime
     reason: str
     created_by: str
+
+
+@dataclass(frozen=True)
+class SilenceNotice:
+    """A silence beginning or ending, as the channel is told of it."""
+
+    kind: str  # "silence", "unsilence" (ended by someone) or "expiry"
+    region: str
+    until: datetime  # when it ends (or was to end, for an unsilence)
+    reason: str
+    created_by: str
+    at: datetime  # when it began or ended
+    now: datetime  # when the channel is told (a late expiry still dates itself right)
+    ended_by: str | None = None  # who unsilenced it

@@ -8,22 +8,36 @@ With RELAY_TOKEN set, ``/check`` wants ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from bot.fleet import PublicSettings
+from bot.httplog import one_line_for_bad_http
 from bot.vantages import fetch_public
 
 CLIENT: web.AppKey[aiohttp.ClientSession] = web.AppKey("client", aiohttp.ClientSession)
+log = logging.getLogger(__name__)
+# A request's headers within 10 s of connecting (and idle keep-alive closed after 10 s): the
+# relay answers the bot's GETs only, so a connection that sends nothing is not worth holding.
+HANDLER_ARGS = {"keepalive_timeout": 10.0, "lingering_time": 1.0}
+
+
+def bearer_matches(sent: str, token: str) -> bool:
+    """``sent`` (an Authorization header) is ``Bearer <token>``, compared in constant time.
+
+    As bytes: hmac.compare_digest raises TypeError for a str with non-ASCII characters, which
+    was a 500 for ``Authorization: Bearer ключ``. aiohttp hands undecodable header bytes over
+    as surrogates, which surrogateescape turns back into those bytes."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
 
 
 def build_relay_app(public: PublicSettings, geo: str, token: str | None = None) -> web.Application:
     async def check(request: web.Request) -> web.Response:
-        if token and not hmac.compare_digest(
-            request.headers.get("Authorization", ""), f"Bearer {token}"
-        ):
+        if token and not bearer_matches(request.headers.get("Authorization", ""), token):
+            log.warning("refused /check from %s: missing or wrong Authorization", request.remote)
             return web.json_response(
                 {"error": "missing or wrong Authorization bearer token"}, status=401
             )
@@ -39,7 +53,8 @@ def build_relay_app(public: PublicSettings, geo: str, token: str | None = None) 
             app[CLIENT] = session
             yield
 
-    app = web.Application()
+    one_line_for_bad_http()
+    app = web.Application(client_max_size=1024, handler_args=HANDLER_ARGS)
     app.router.add_get("/check", check)
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(client)

@@ -43,6 +43,8 @@ class InFlight:
     region: str
     changed_at: datetime | None  # when its last change was applied; None while applying
     finished: bool = False  # a drill or restore that has ended
+    id: int | None = None  # its number, so that a refusal names it as its messages do
+    doing: str = "applied"  # while changing: being "applied" or "restored"
 
 
 # Worse and worse for a user: served, what an unhealthy fallback's origins answer, a 530.
@@ -79,6 +81,7 @@ class BlastRow:
 class Refusal:
     rule: Rule
     text: str
+    retry_after: int | None = None  # seconds until this rule allows it, where time is all it needs
 
 
 @dataclass(frozen=True)
@@ -180,19 +183,30 @@ def assess(
             )
     settle = timedelta(seconds=fleet.operations.settle)
     for op in operations:
+        name = f"{op.kind} #{op.id}" if op.id is not None else op.kind
         if op.kind == "drill" and not op.finished:
-            refusals.append(Refusal(Rule.DRILL_RUNNING, f"a drill of {op.region} is running"))
+            text = (
+                f"{name if op.id is not None else 'a drill'} of {op.region} is running: it ends "
+                "by itself, or `/failover drill cancel` stops it"
+            )
+            refusals.append(Refusal(Rule.DRILL_RUNNING, text))
         elif op.changed_at is None and not op.finished:
-            refusals.append(Refusal(Rule.IN_FLIGHT, f"a {op.kind} of {op.region} is being applied"))
+            # Its change lands within a pass of the driver (about a second), then it settles.
+            wait = int(settle.total_seconds()) + 2
+            text = (
+                f"the {name} of {op.region} is being {op.doing}, then settles for "
+                f"{settle.total_seconds():.0f} s: retry after about {wait} s"
+            )
+            refusals.append(Refusal(Rule.IN_FLIGHT, text, wait))
         elif op.changed_at is not None and now - op.changed_at < settle:
             ago = int((now - op.changed_at).total_seconds())
             left = int((settle - (now - op.changed_at)).total_seconds()) + 1
             if op.region == proposal.region:
-                text = f"{op.region} changed {ago} s ago; wait {left} s"
-                refusals.append(Refusal(Rule.TOO_SOON, text))
+                text = f"{op.region} changed {ago} s ago ({name}): retry after {left} s"
+                refusals.append(Refusal(Rule.TOO_SOON, text, left))
             else:
-                text = f"the {op.kind} of {op.region} is still settling ({left} s left)"
-                refusals.append(Refusal(Rule.IN_FLIGHT, text))
+                text = f"the {name} of {op.region} is still settling: retry after {left} s"
+                refusals.append(Refusal(Rule.IN_FLIGHT, text, left))
     unique = list(dict.fromkeys(refusals))
     overridden = [r for r in unique if r.rule in break_glass]
     return Assessment(

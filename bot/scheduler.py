@@ -10,6 +10,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot import metrics
 from bot.alerts import Alerts
+from bot.db.engine import database_error
 from bot.db.lease import LeaderLease
 from bot.fleet import Fleet
 from bot.health import ProbeLoop, Prober
@@ -17,9 +18,11 @@ from bot.home import Home
 from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
 from bot.ports import ChannelNotifier
+from bot.silences import Silences
 from bot.watch import Watch
 
 log = logging.getLogger(__name__)
+SILENCE_EXPIRY = 5.0  # seconds between two looks for silences whose time is up
 
 
 class Leadership:
@@ -34,8 +37,10 @@ class Leadership:
         drills: Drills,
         notifier: ChannelNotifier,
         home: Home,
+        silences: Silences | None = None,
     ) -> None:
         self.home = home
+        self.silences = silences
         self.drains = drains
         self.drills = drills
         self.notifier = notifier
@@ -54,6 +59,7 @@ class Leadership:
         self.stopping = False
         self._running: set[asyncio.Task[object]] = set()  # jobs in flight, waited for at stop
         self._sender: asyncio.Task[None] | None = None  # the alert sender, while leading
+        self._failing: set[str] = set()  # jobs whose last run failed (logged once, not each run)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     def _job(
@@ -66,11 +72,7 @@ class Leadership:
             if task is not None:
                 self._running.add(task)
             try:
-                await call()
-            except asyncio.CancelledError:
-                pass  # shutting down
-            except Exception:
-                log.exception("job %s failed", name)
+                await self._guarded(name, call)
             finally:
                 if task is not None:
                     self._running.discard(task)
@@ -95,11 +97,43 @@ class Leadership:
         self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
         # The App Home at most every 10 s, from the watch's own state.
         self._job("home", 10.0, lambda: self.home.refresh(self.notifier, self.watch.monitor.state))
+        # Silences end on their own at their time; the leader says so in the channel, once.
+        self._job("silences", SILENCE_EXPIRY, self.expire_silences)
         self.scheduler.start()
-        await self.renew()
+        await self._guarded("lease", self.renew)
+
+    async def _guarded(self, name: str, call: Callable[[], Awaitable[object]]) -> None:
+        """Run a job; log when it starts failing and when it works again, not at every run (a
+        lost database made each job fail each second: some 66 tracebacks in 20 s)."""
+        try:
+            await call()
+        except asyncio.CancelledError:
+            pass  # shutting down
+        except Exception as exc:
+            if name in self._failing:
+                return
+            self._failing.add(name)
+            if (reason := database_error(exc)) is not None:
+                log.error("job %s failing: the database is unavailable (%s)", name, reason)
+            else:
+                log.error("job %s failing", name, exc_info=exc)  # a bug: its traceback, once
+        else:
+            if name in self._failing:
+                self._failing.discard(name)
+                log.info("job %s works again", name)
+
+    async def expire_silences(self) -> None:
+        if self.silences is not None and await self.silences.expire():
+            self.alerts.wake()  # the announcement goes now, not at the next sweep
 
     async def renew(self) -> None:
-        held = await self.lease.acquire()
+        try:
+            held = await self.lease.acquire()
+        except Exception:
+            # Unrenewed, the lease lapses and another instance may take it: stop acting as the
+            # leader now, not after the TTL, so that two never probe, post or drive at once.
+            await self._step_down("could not renew the lease")
+            raise
         if held and not self.leading:
             log.info("took the lease as %s: watching", self.lease.holder)
             await self.watch.load()
@@ -109,13 +143,18 @@ class Leadership:
             self._sender = asyncio.create_task(self.alerts.run())
             self.loop.start()
             await self.watch.poll_cloudflare()
-        elif not held and self.leading:
-            log.warning("lost the lease: no longer watching")
-            self.leading = False
-            metrics.LEADER.set(0)
-            await self.loop.stop()
-            await self._stop_sender()
-            await self.drills.stop()  # the new leader drives them; ours restore in their finally
+        elif not held:
+            await self._step_down("lost the lease")
+
+    async def _step_down(self, why: str) -> None:
+        if not self.leading:
+            return
+        log.warning("%s: no longer watching", why)
+        self.leading = False
+        metrics.LEADER.set(0)
+        await self.loop.stop()
+        await self._stop_sender()
+        await self.drills.stop()  # the new leader drives them; ours restore in their finally
 
     async def _stop_sender(self) -> None:
         """End the sender after the flush in progress (cancelled only if it hangs)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -10,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.errors import ConfigError
 
 SLACK_API_URL = "https://slack.com/api/"
+# Channel ids: C... public, G... private (older); what a person types is a #name.
+_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
 # What each setting should hold, for the line shown when it is missing or malformed.
 _EXPECTED = {
@@ -17,7 +20,8 @@ _EXPECTED = {
     "slack_signing_secret": "the signing secret from the Slack app's Basic Information page",
     "slack_app_token": "an app-level token with connections:write (xapp-...)",
     "slack_api_url": "an http(s) URL ending in /api/ (default https://slack.com/api/)",
-    "slack_channel": "a channel id for alerts (e.g. C0123456789)",
+    "slack_channel": "the alert channel's id, C... or G... (e.g. C0123456789): in Slack, click the "
+    "channel's name at the top of the channel; the Channel ID is at the bottom of the About tab",
     "database_url": "a SQLAlchemy URL: sqlite+aiosqlite:///file.db or postgresql://user@host/db",
     "failover_config": "the path of failover.toml",
     "cloudflare_api_token": "an API token with Load Balancing: Monitors and Pools Edit "
@@ -27,6 +31,11 @@ _EXPECTED = {
     "cloudflare_base_url": "an http(s) URL (default https://api.cloudflare.com/client/v4)",
     "port": "a TCP port number from 1 to 65535",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "slack_team_id": "the workspace id the app is installed in (T followed by letters and digits)",
+    "metrics_port": "a TCP port number from 1 to 65535 for /metrics alone",
+    "metrics_token": "a bearer token that scrapers of /metrics must send",
+    "http_header_timeout": "seconds, more than 0 and at most 300",
+    "http_body_timeout": "seconds, more than 0 and at most 300",
 }
 
 
@@ -51,6 +60,32 @@ class Settings(BaseSettings):
     failover_config: str = "failover.toml"
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The one workspace whose requests are served; unset: any workspace the app is installed in.
+    slack_team_id: str | None = None
+    # /metrics on a port of its own (then not on PORT), and/or behind a bearer token; both off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_token: str | None = None  # empty: no token wanted
+    # Read timeouts of the HTTP server: the request line and headers (also how long an idle
+    # keep-alive connection is kept), then the body. Slack sends small bodies at once.
+    http_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator(
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "cloudflare_api_token",
+        "cloudflare_account_id",
+        "cloudflare_zone_id",
+        "cloudflare_base_url",
+        "relay_token",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        # `KEY=` as a .env template leaves it (compose's env_file passes it on): not set, rather
+        # than a malformed value.
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("slack_bot_token")
     @classmethod
@@ -59,11 +94,33 @@ class Settings(BaseSettings):
             raise ValueError("does not start with xoxb-")
         return v
 
+    @field_validator("slack_team_id")
+    @classmethod
+    def _team_id(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None  # `SLACK_TEAM_ID=` left empty in a .env template: any workspace
+        if v is not None and not re.fullmatch(r"[TE][A-Z0-9]{2,}", v):
+            raise ValueError("is not a Slack workspace id")
+        return v
+
     @field_validator("slack_app_token")
     @classmethod
     def _app_token(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("xapp-"):
             raise ValueError("does not start with xapp-")
+        return v
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        # An id, never a name: chat.update takes only ids (slackapi/python-slack-sdk#1495), and a
+        # name changes when the channel is renamed. Empty (as a .env template leaves it): unset.
+        if not v:
+            return None
+        if v.startswith("#"):
+            raise ValueError(f"{v!r} is a channel name, not its id")
+        if not _CHANNEL_ID.fullmatch(v):
+            raise ValueError(f"{v!r} is not a channel id")
         return v
 
     @field_validator("slack_api_url", "cloudflare_base_url")
@@ -79,10 +136,21 @@ class Settings(BaseSettings):
         return v.upper() if isinstance(v, str) else v
 
     def require(self, *names: str) -> None:
-        """Stop with one line naming the first of ``names`` that is unset."""
-        for name in names:
-            if not getattr(self, name):
-                raise ConfigError(f"{name.upper()} is not set: expected {_EXPECTED[name]}")
+        """Stop with a line for each of ``names`` that is unset: all of them at once, so that an
+        operator fixes the environment in one go rather than one variable per attempt."""
+        missing = [
+            f"{name.upper()} is not set: expected {_EXPECTED[name]}"
+            for name in names
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError("\n".join(missing))
+
+    @staticmethod
+    def needed_to_serve(socket_mode: bool) -> tuple[str, ...]:
+        """What ``serve`` cannot start without: over HTTP Slack's requests are signed; over
+        Socket Mode the app-level token opens the connection."""
+        return ("slack_bot_token", "slack_app_token" if socket_mode else "slack_signing_secret")
 
     @property
     def cloudflare_configured(self) -> bool:
@@ -91,12 +159,14 @@ class Settings(BaseSettings):
         if not any(getattr(self, name) for name in trio):
             return False
         self.require(*trio)
-        if self.cloudflare_email or self.cloudflare_api_key:
-            # The SDK then sends the global key and drops the token, whatever it is given.
-            raise ConfigError(
-                "CLOUDFLARE_EMAIL or CLOUDFLARE_API_KEY is set: unset them, the SDK would use them "
-                "instead of CLOUDFLARE_API_TOKEN"
-            )
+        for name in ("cloudflare_email", "cloudflare_api_key"):
+            # Present at all, even empty: the SDK reads both from the environment and sends them
+            # before the token (an empty one leaves it no credential: a TypeError on every call).
+            if getattr(self, name) is not None:
+                raise ConfigError(
+                    f"{name.upper()} is set: unset it, the Cloudflare SDK would use it instead of "
+                    "CLOUDFLARE_API_TOKEN"
+                )
         return True
 
     @property
@@ -106,13 +176,16 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read the environment; a malformed value becomes one ConfigError line naming it."""
+    """Read the environment; each malformed value becomes a ConfigError line naming it (all of
+    them, one line each)."""
     try:
         return Settings()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "settings"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        expected = _EXPECTED.get(name)
-        hint = f": expected {expected}" if expected else ""
-        raise ConfigError(f"{name.upper()} {msg}{hint}") from None
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            expected = _EXPECTED.get(name)
+            hint = f": expected {expected}" if expected else ""
+            lines.append(f"{name.upper()} {msg}{hint}")
+        raise ConfigError("\n".join(lines)) from None

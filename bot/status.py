@@ -8,13 +8,14 @@ deadline is reported as missing, with why.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.errors import ProviderError
-from bot.fleet import Fleet
+from bot.fleet import Fleet, Region
 from bot.fleetstatus import CloudflareRead, FleetStatus, RegionStatus
 from bot.health import Prober
 from bot.monitor import (
@@ -22,11 +23,12 @@ from bot.monitor import (
     PoolState,
     pool_state,
 )
-from bot.observations import ProbeResult
+from bot.observations import Outcome, ProbeResult
 from bot.ports import LoadBalancer
 from bot.reads import PublicCheck
 from bot.vantages import Vantages
 
+log = logging.getLogger(__name__)
 # Time kept back from the deadline for rendering and posting the answer.
 RENDER_MARGIN = 0.3
 # Status requests arriving within this of a gathering round share it: 200 people asking at once
@@ -61,6 +63,10 @@ class StatusService:
             )
         except ProviderError as exc:
             return CloudflareRead(None, str(exc))
+        except Exception as exc:
+            # A bug reading Cloudflare costs Cloudflare's angle, never the whole reply.
+            log.exception("reading Cloudflare for status failed")
+            return CloudflareRead(None, f"reading it failed ({type(exc).__name__})")
 
     async def check(self, regions: list[str] | None = None) -> FleetStatus:
         """Every angle of ``regions`` (all by default), from a round shared with the requests
@@ -88,7 +94,12 @@ class StatusService:
         if waiting:
             # The user view bounds its own requests by the budget; a little grace lets it report.
             await asyncio.wait(waiting, timeout=budget + 0.1)
-        results = await probes  # bounded by the same budget
+        try:
+            results = await probes  # bounded by the same budget
+        except Exception as exc:
+            # Each angle stands alone: without the probes, Cloudflare and the users still answer.
+            log.exception("the bot's probes for status failed")
+            results = _unprobed(chosen, f"the bot's probes failed ({type(exc).__name__})")
         cf_read: CloudflareRead | None = None
         if cloudflare is not None:
             if cloudflare.done():
@@ -98,11 +109,14 @@ class StatusService:
                 cf_read = CloudflareRead(None, f"Cloudflare gave no answer within {budget:g} s")
         checks: list[PublicCheck] = []
         if public is not None and self.vantages is not None:
-            if public.done():
-                checks = public.result()
-            else:
+            if not public.done():
                 public.cancel()
                 checks = self.vantages.missing(f"no answer within {budget:g} s")
+            elif (failed := public.exception()) is not None:
+                log.error("what users get, for status, failed", exc_info=failed)
+                checks = self.vantages.missing(f"failed ({type(failed).__name__})")
+            else:
+                checks = public.result()
         judged: MonitorState | None = None
         if watch is not None:
             if watch.done() and watch.exception() is None:
@@ -129,6 +143,16 @@ class StatusService:
             public=checks,
             watch=judged,
         )
+
+
+def _unprobed(regions: list[Region], reason: str) -> list[ProbeResult]:
+    """Every origin of ``regions`` as not answered, with ``reason``: unknown, never down."""
+    now = datetime.now(UTC)
+    return [
+        ProbeResult(r.name, o.name, o.url, Outcome.NO_ANSWER, reason, now)
+        for r in regions
+        for o in r.origins
+    ]
 
 
 def _failed(task: asyncio.Task[FleetStatus]) -> bool:

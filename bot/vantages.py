@@ -8,15 +8,50 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import time
 from collections.abc import Mapping
+from typing import Annotated, Self
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bot.fleet import Fleet, PublicSettings, Relay, ServedBy
 from bot.reads import PublicCheck
 
+log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # a health answer is small; never buffer an unbounded one
+# A relay's /check answer is one PublicCheck in JSON, some 200 bytes; 16 KiB is nonsense.
+MAX_RELAY_ANSWER = 16 * 1024
+_Text = Annotated[str, Field(max_length=500)]
+
+
+class RelayAnswer(BaseModel):
+    """What ``failover-bot relay`` answers on /check (PublicCheck.to_json); anything else, such
+    as ``[]``, ``null`` or ``{"latency": "fast"}``, is nonsense, shown as such for that relay."""
+
+    # Strict: a relay sends numbers as numbers; "200" or "fast" is not one.
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    geo: _Text | None = None
+    status: Annotated[int, Field(ge=100, le=599)] | None = None
+    latency: Annotated[float, Field(ge=0, le=3600)] | None = None
+    region: _Text | None = None
+    said: _Text | None = None
+    error: _Text | None = None
+    retry_after: _Text | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Self:
+        if self.status is None and self.error is None:
+            raise ValueError("neither a status nor an error")
+        if self.latency is not None and not math.isfinite(self.latency):
+            raise ValueError("latency is not a finite number")
+        return self
+
+    def check(self, where: str) -> PublicCheck:
+        return PublicCheck.from_json(self.model_dump(), where)
 
 
 def served_by(
@@ -77,6 +112,29 @@ async def fetch_public(
     )
 
 
+async def read_capped(content: aiohttp.StreamReader, cap: int) -> bytes | None:
+    """The whole body if it is at most ``cap`` bytes; None, having read no more than
+    ``cap`` + 1, when it is longer (a 5 MB answer was read in full before)."""
+    body = bytearray()
+    while len(body) <= cap:
+        chunk = await content.read(cap + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
+
+
+def nonsense(where: str, geo: str, why: str) -> PublicCheck:
+    log.warning("%s answered nonsense: %s", where, why)
+    return PublicCheck(where, geo, error=f"{where} answered nonsense ({why})")
+
+
+def _why(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    at = ".".join(str(p) for p in err["loc"])
+    return f"{at}: {err['msg']}" if at else str(err["msg"])
+
+
 async def ask_relay(
     client: aiohttp.ClientSession, relay: Relay, token: str | None, limit: float
 ) -> PublicCheck:
@@ -88,11 +146,19 @@ async def ask_relay(
             client.get(f"{relay.url}/check", headers=headers) as resp,
         ):
             resp.raise_for_status()
-            return PublicCheck.from_json(await resp.json(content_type=None), where)
+            if (resp.content_length or 0) > MAX_RELAY_ANSWER:
+                return nonsense(where, relay.geo, f"{resp.content_length} bytes, over 16 KiB")
+            body = await read_capped(resp.content, MAX_RELAY_ANSWER)
     except TimeoutError:
         return PublicCheck(where, relay.geo, error=f"relay gave no answer within {limit:g} s")
-    except (aiohttp.ClientError, ValueError) as exc:
+    except aiohttp.ClientError as exc:
         return PublicCheck(where, relay.geo, error=f"relay failed: {_error(exc)}")
+    if body is None:
+        return nonsense(where, relay.geo, "over 16 KiB")
+    try:
+        return RelayAnswer.model_validate_json(body).check(where)
+    except ValidationError as exc:
+        return nonsense(where, relay.geo, _why(exc))
 
 
 class Vantages:
@@ -120,4 +186,16 @@ class Vantages:
             return []
         jobs = [fetch_public(self.client, public, public.location, None, limit=budget)]
         jobs += [ask_relay(self.client, r, self.relay_token, budget) for r in self.fleet.relays]
-        return list(await asyncio.gather(*jobs))
+        where = [(public.location, None)] + [(f"relay {r.geo}", r.geo) for r in self.fleet.relays]
+        # Each vantage point on its own: one that fails in a way not foreseen costs its own line.
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        checks = []
+        for (name, geo), result in zip(where, results, strict=True):
+            if isinstance(result, PublicCheck):
+                checks.append(result)
+            elif isinstance(result, Exception):
+                log.warning("%s failed: %s", name, _error(result))
+                checks.append(PublicCheck(name, geo, error=f"failed: {_error(result)}"))
+            else:
+                raise result  # CancelledError and the like are not an angle's failure
+        return checks

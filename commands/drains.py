@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
+from bot.operations.state import FINISHED
 from bot.operations.workflow import Operations
 from bot.safety import Proposal, Rule
 from bot.views.errors import usage_error
@@ -20,14 +21,14 @@ from bot.views.operations import (
 )
 from bot.views.reply import Reply
 from commands.base import Command, Context
-from commands.parsing import Option, parse_options
+from commands.parsing import Option, parse_options, record_id
 from commands.silences import region_of
 
 DRAIN_USAGE = (
     "drain <region> [--for 2h] [--origin NAME] [--dry-run] [--break-glass RULE] <reason>"
-    " | drain extend <region> <duration> | drain cancel <region>"
+    " | drain extend <region|id> <duration> | drain cancel <region|id>"
 )
-RESTORE_USAGE = "restore <region> [--dry-run]"
+RESTORE_USAGE = "restore <region|id> [--dry-run]"
 
 
 def _rule(word: str) -> Rule:
@@ -57,8 +58,32 @@ async def require_operator(ctx: Context) -> Reply | None:
     access = ctx.services.access
     if access is not None and await access.is_operator(ctx.invocation.user_id):
         return None
-    who = access.who("operator") if access is not None else "no operators are configured"
-    return usage_error(f"Only operators may change traffic. Operators: {who}.")
+    if access is None:
+        return usage_error("Only operators may change traffic; no operators are configured.")
+    # the roster is the bot's own mentions from [access], so it stays markup
+    return usage_error(
+        "Only operators may change traffic.", roster=f"Operators: {access.who('operator')}."
+    )
+
+
+async def drain_named(word: str, ctx: Context, usage: str) -> tuple[str, int | None]:
+    """A region, or a drain by the number its messages show (``3`` or ``#3``): its region, and
+    its number when named so (None: named by region)."""
+    number = record_id(word)
+    if number is None:
+        return region_of(word, ctx, usage), None
+    op = await operations(ctx).operation(number)
+    if op is None or op.kind != "drain":
+        # Drains and drills share one numbering: say what the number is.
+        what = f"the {op.kind} of {op.region}, not a drain" if op else "no drain"
+        raise UsageError(f"#{number} is {what}. `/failover drains` lists the drains.", usage)
+    if op.state in FINISHED:
+        raise UsageError(
+            f"Drain #{number} of {op.origin or op.region} has ended "
+            f"({op.state.replace('_', ' ')}). `/failover drains` lists those in force.",
+            usage,
+        )
+    return op.region, number
 
 
 async def drain(args: list[str], ctx: Context) -> Reply:
@@ -109,10 +134,13 @@ async def _manage(args: list[str], ctx: Context) -> Reply:
     ops = operations(ctx)
     verb, user = args[0].lower(), ctx.invocation.user_id
     if len(args) < 2:
-        raise UsageError(f"`drain {verb}` needs a region.", DRAIN_USAGE)
-    region = region_of(args[1], ctx, DRAIN_USAGE)
+        raise UsageError(f"`drain {verb}` needs a region or a drain's number.", DRAIN_USAGE)
+    region, named = await drain_named(args[1], ctx, DRAIN_USAGE)
+    # The drain current as the command is read is the one it acts on, and no other: one
+    # confirmed by the time it writes was not what its sender saw.
+    asked = named if named is not None else await ops.drain_of(region)
     if verb == "cancel":
-        c = await ops.cancel(await ops.drain_of(region), user)
+        c = await ops.cancel(asked, user)
         return cancel_reply(c.outcome, c.op, c.was, f"drain of {region}")
     if len(args) != 3:
         raise UsageError(
@@ -123,21 +151,23 @@ async def _manage(args: list[str], ctx: Context) -> Reply:
         length = parse_duration(args[2])
     except ValueError as exc:
         raise UsageError(str(exc), DRAIN_USAGE) from None
-    e = await ops.extend(region, length, user)
+    e = await ops.extend(region, length, user, asked)
     return extend_reply(e.op, e.until, e.capped, region)
 
 
 async def restore(args: list[str], ctx: Context) -> Reply:
     parsed = parse_options(args, (Option("--dry-run"),), RESTORE_USAGE)
     if len(parsed.words) != 1:
-        raise UsageError("Name one region to restore.", RESTORE_USAGE)
-    region = region_of(parsed.words[0], ctx, RESTORE_USAGE)
+        raise UsageError("Name one region, or one drain by its number, to restore.", RESTORE_USAGE)
+    region, named = await drain_named(parsed.words[0], ctx, RESTORE_USAGE)
     if parsed.get("dry_run"):
         rows, wait = await operations(ctx).restore_preview(region)
         return restore_preview_reply(region, rows, wait)
+    # the drain it acts on, as in `_manage`
+    asked = named if named is not None else await operations(ctx).drain_of(region)
     if (denied := await require_operator(ctx)) is not None:
         return denied
-    outcome, op = await operations(ctx).restore(region, ctx.invocation.user_id)
+    outcome, op = await operations(ctx).restore(region, ctx.invocation.user_id, asked)
     return restore_reply(outcome, region, op)
 
 

@@ -17,10 +17,10 @@ from bot.views.operations import (
 from bot.views.reply import Reply
 from commands.base import Command, Context
 from commands.drains import operations, require_operator
-from commands.parsing import Option, parse_options
+from commands.parsing import Option, parse_options, record_id
 from commands.silences import region_of
 
-USAGE = "drill <region> [--at <UTC time>] [--dry-run] | drill cancel | drill report <id>"
+USAGE = "drill <region> [--at <UTC time>] [--dry-run] | drill cancel [<id>] | drill report [<id>]"
 MAX_AHEAD = timedelta(days=30)
 
 
@@ -52,6 +52,17 @@ async def drill(args: list[str], ctx: Context) -> Reply:
     if args[0].lower() == "cancel":
         if not ops.channel:
             raise UsageError("No drill can run here: the watch is off (SLACK_CHANNEL is not set).")
+        if len(args) > 2:
+            raise UsageError("`drill cancel` takes one drill's number, or none.", USAGE)
+        if len(args) == 2:
+            number = operation_number(args[1], "a drill", USAGE)
+            named = await ops.operation(number)
+            if named is None or named.kind != "drill":
+                raise UsageError(
+                    f"There is no drill #{number}. `/failover drills` lists them.", USAGE
+                )
+            c = await ops.cancel(number, ctx.invocation.user_id)
+            return cancel_reply(c.outcome, c.op, c.was, f"drill #{number}")
         c = await ops.cancel(await ops.drill_to_cancel(), ctx.invocation.user_id)
         return cancel_reply(c.outcome, c.op, c.was, "drill running or scheduled")
     region = region_of(args[0], ctx, USAGE)
@@ -78,12 +89,42 @@ async def drill(args: list[str], ctx: Context) -> Reply:
     return proposal_reply(proposed.operation.id, "drill", region, None, None, proposed.assessment)
 
 
+def operation_number(word: str, what: str, usage: str) -> int:
+    """``2`` or ``#2``: an operation's number as its messages show it."""
+    number = record_id(word)
+    if number is None:
+        raise UsageError(
+            f"`{word[:40]}` is not {what}'s number: use the number its messages show.", usage
+        )
+    return number
+
+
 async def report(args: list[str], ctx: Context) -> Reply:
-    if len(args) != 1 or not args[0].lstrip("#").isdigit():
-        raise UsageError("Name one drill by its number.", USAGE)
-    record = await operations(ctx).drill_record(int(args[0].lstrip("#")))
+    ops = operations(ctx)
+    if len(args) > 1:
+        raise UsageError("Name one drill by its number, or none for the latest.", USAGE)
+    if not args:
+        latest = await ops.drills(limit=1)
+        if not latest:
+            raise UsageError("No drill has been run yet.", USAGE)
+        number = latest[0].id
+    else:
+        number = operation_number(args[0], "a drill", USAGE)
+    record = await ops.drill_record(number)
     if record is None:
-        raise UsageError(f"There is no drill {args[0]}. `/failover drills` lists them.", USAGE)
+        # Drains and drills share one numbering: say what the number is, and which drill is last.
+        other = await ops.operation(number)
+        latest = await ops.drills(limit=1)
+        last = f" The latest drill is #{latest[0].id}." if latest else " No drill has run yet."
+        if other is not None:
+            raise UsageError(
+                f"#{number} is the {other.kind} of {other.origin or other.region}, not a drill "
+                f"(drains and drills share one numbering).{last}",
+                USAGE,
+            )
+        raise UsageError(
+            f"There is no drill #{number}.{last} `/failover drills` lists them.", USAGE
+        )
     targets = ctx.services.fleet.targets
     return drill_report_reply(record, targets.rto, targets.rejoin)
 

@@ -5,6 +5,7 @@ from bot.records import IncidentRecords
 from bot.views.reply import Reply
 from bot.views.timeline import incidents_reply, markdown_reply, noted_reply, timeline_reply
 from commands.base import Command, Context
+from commands.parsing import record_id
 
 TIMELINE_USAGE = "timeline <id> [markdown]"
 NOTE_USAGE = "note <id> <text>"
@@ -17,13 +18,13 @@ def records(ctx: Context) -> IncidentRecords:
 
 
 def incident_id(word: str, usage: str) -> int:
-    number = word.lstrip("#")
-    if not number.isdigit():
+    number = record_id(word)
+    if number is None:
         raise UsageError(
-            f"`{word}` is not an incident id (a number, as `/failover incidents` lists them).",
+            f"`{word[:40]}` is not an incident id (a number, as `/failover incidents` lists them).",
             usage,
         )
-    return int(number)
+    return number
 
 
 def no_such(word: str, usage: str) -> UsageError:
@@ -50,7 +51,7 @@ async def note(args: list[str], ctx: Context) -> Reply:
         raise UsageError("Say which incident and what to note.", NOTE_USAGE)
     number = incident_id(args[0], NOTE_USAGE)
     text = " ".join(args[1:])[:2000]
-    who = ctx.invocation.user_name or ctx.invocation.user_id
+    who = ctx.invocation.user_id or ctx.invocation.user_name  # the thread mentions it
     if not await records(ctx).note(number, who, text):
         raise no_such(args[0], NOTE_USAGE)
     return noted_reply(number, text)

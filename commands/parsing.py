@@ -18,20 +18,42 @@ _TYPOGRAPHY = str.maketrans(
 _DASH_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=\w)")
 # Slack wraps links and mentions: <https://x|x>, <@U123|name>, <#C123|name>.
 _SLACK_ESCAPE = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+# What a command may be, checked before any parsing: shlex took 22.7 s on 976 KiB, blocking the
+# event loop. Slack's own box holds less; the longest real command is a drain reason.
+MAX_TEXT = 4000
+# A record's number: ASCII digits only ('²'.isdigit() and '０'.isdigit() are True, and int()
+# takes '٣'), and no more than the database's INTEGER holds (PostgreSQL's is 32-bit signed).
+_RECORD_ID = re.compile(r"#?([0-9]{1,10})")
+MAX_RECORD_ID = 2**31 - 1
 
 
 def normalize(text: str) -> str:
     # Links and mentions first: their brackets are Slack's, while &lt; stands for a typed "<".
+    # The words are unescaped to be matched and stored as typed; every view escapes them again
+    # (bot/views/text.py), so a typed "<!channel>" is never posted as markup.
     text = _SLACK_ESCAPE.sub(lambda m: m.group(2) or m.group(1), text)
     text = html.unescape(text).translate(_TYPOGRAPHY)
     return _DASH_FLAG.sub(r"\1--", text).strip()
 
 
 def tokenize(text: str) -> list[str]:
+    if len(text) > MAX_TEXT:
+        raise UsageError(
+            f"That command is {len(text):,} characters long; /failover takes at most "
+            f"{MAX_TEXT:,} characters."
+        )
     try:
         return shlex.split(normalize(text))
     except ValueError:
         raise UsageError('A quote is not closed. Put a closing " after the quoted words.') from None
+
+
+def record_id(word: str) -> int | None:
+    """``12`` or ``#12`` as a number an incident or an operation can have; None otherwise."""
+    found = _RECORD_ID.fullmatch(word)
+    if found is None or not 0 < int(found.group(1)) <= MAX_RECORD_ID:
+        return None
+    return int(found.group(1))
 
 
 def pick(word: str, choices: Iterable[str]) -> str | None:

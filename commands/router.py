@@ -15,7 +15,7 @@ from bot import metrics
 from bot.errors import OperationRefused, ProviderError, UsageError
 from bot.logs import request_id
 from bot.ports import AuditTrail
-from bot.views.errors import internal_error, provider_error, usage_error
+from bot.views.errors import database_unavailable, internal_error, provider_error, usage_error
 from bot.views.reply import Reply
 from commands import check, drains, drills, help, incidents, silences, status, whatif
 from commands.actions import run_action
@@ -47,13 +47,23 @@ def new_error_id() -> str:
     return secrets.token_hex(4)
 
 
+# Why an error means the database is unavailable, or None (bot.db.engine.database_error; the
+# commands import no database, so the runtime hands it in).
+DatabaseError = Callable[[BaseException], str | None]
+
+
 class Router:
     def __init__(
-        self, services: Services, audit: AuditTrail, commands: Sequence[Command] = COMMANDS
+        self,
+        services: Services,
+        audit: AuditTrail,
+        commands: Sequence[Command] = COMMANDS,
+        database_error: DatabaseError | None = None,
     ) -> None:
         self.services = services
         self.audit = audit
         self.commands = {c.name: c for c in commands}
+        self.database_error = database_error or (lambda exc: None)
 
     def _unknown(self, word: str) -> Reply:
         word = word if len(word) <= 40 else word[:39] + "…"
@@ -106,15 +116,28 @@ class Router:
             reply = usage_error(str(exc))
         except ProviderError as exc:
             reply = provider_error(str(exc))
-        except Exception:
+        except Exception as exc:
             error_id = rid  # the id the user is shown is the one on every log line of the request
-            log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)
-            reply = internal_error(error_id)
+            if (reason := self.database_error(exc)) is not None:
+                # Not a bug: one line, no traceback, however many commands meet it.
+                log.error(
+                    "command failed: the database is unavailable (%s) [error_id=%s] text=%r",
+                    reason,
+                    error_id,
+                    invocation.text,
+                )
+                reply = database_unavailable(reason, error_id)
+            else:
+                log.exception("command failed [error_id=%s] text=%r", error_id, invocation.text)
+                reply = internal_error(error_id)
         metrics.SLACK_REPLIES.labels(reply.outcome).inc()
         try:
             await self.audit.record_command(
                 invocation, reply.outcome, reply.text[:500], error_id, time.perf_counter() - started
             )
-        except Exception:
-            log.exception("audit write failed [error_id=%s] text=%r", rid, invocation.text)
+        except Exception as exc:
+            if (reason := self.database_error(exc)) is not None:
+                log.error("audit write failed: the database is unavailable (%s)", reason)
+            else:
+                log.exception("audit write failed [error_id=%s] text=%r", rid, invocation.text)
         return reply

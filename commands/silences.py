@@ -6,6 +6,7 @@ from bot import silences
 from bot.durations import format_duration, parse_duration
 from bot.errors import UsageError
 from bot.silences import Silences
+from bot.views.errors import usage_error
 from bot.views.reply import Reply
 from bot.views.silences import silenced_reply, silences_reply, unsilenced_reply
 from commands.base import Command, Context
@@ -29,6 +30,20 @@ def silences_of(ctx: Context) -> Silences:
     return ctx.services.silences
 
 
+async def require_operator(ctx: Context, verb: str) -> Reply | None:
+    """A silence mutes the channel for everyone, so only operators set or end one (the Silence
+    button asks again); ``None`` when the asker is one, else the refusal to show them."""
+    access = ctx.services.access
+    if access is not None and await access.is_operator(ctx.invocation.user_id):
+        return None
+    if access is None:
+        return usage_error(f"Only operators may {verb}; no operators are configured.")
+    # the roster is the bot's own mentions from [access], so it stays markup
+    return usage_error(
+        f"Only operators may {verb}.", roster=f"Operators: {access.who('operator')}."
+    )
+
+
 async def silence_region(ctx: Context, region: str, length: timedelta, reason: str) -> Reply:
     who = ctx.invocation.user_name or ctx.invocation.user_id
     row = await silences_of(ctx).silence(region, length, reason, who)
@@ -36,6 +51,8 @@ async def silence_region(ctx: Context, region: str, length: timedelta, reason: s
 
 
 async def silence(args: list[str], ctx: Context) -> Reply:
+    if (denied := await require_operator(ctx, "silence alerts")) is not None:
+        return denied
     if not args:
         raise UsageError("Say which region to silence.", SILENCE_USAGE)
     region = region_of(args[0], ctx, SILENCE_USAGE)
@@ -60,17 +77,26 @@ async def list_silences(args: list[str], ctx: Context) -> Reply:
 
 
 async def unsilence(args: list[str], ctx: Context) -> Reply:
+    if (denied := await require_operator(ctx, "unsilence alerts")) is not None:
+        return denied
     if len(args) != 1:
         raise UsageError("Name one region.", UNSILENCE_USAGE)
     region = region_of(args[0], ctx, UNSILENCE_USAGE)
-    return unsilenced_reply(region, await silences_of(ctx).unsilence(region))
+    who = ctx.invocation.user_name or ctx.invocation.user_id
+    return unsilenced_reply(region, await silences_of(ctx).unsilence(region, who))
 
 
 SILENCE = Command(
     "silence",
     SILENCE_USAGE,
-    "Mute a region's alert replies for a while (default 1h, at most 24h); recoveries still post.",
+    "Operators: mute a region's thread replies for a while (default 1h, at most 24h); "
+    "incident messages and recoveries still post, and the channel is told.",
     silence,
 )
 SILENCES = Command("silences", "silences", "The silences in force.", list_silences)
-UNSILENCE = Command("unsilence", UNSILENCE_USAGE, "End a region's silence.", unsilence)
+UNSILENCE = Command(
+    "unsilence",
+    UNSILENCE_USAGE,
+    "Operators: end a region's silence (the channel is told).",
+    unsilence,
+)

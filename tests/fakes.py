@@ -32,9 +32,17 @@ from bot.lbmodel import (
 )
 from bot.planned import planned_view
 from bot.ports import ChannelNotifier, LoadBalancer
-from bot.reads import Dashboard, EntryView, IncidentView, OperationView, PublicCheck
+from bot.reads import (
+    Dashboard,
+    EntryView,
+    IncidentView,
+    OperationView,
+    PublicCheck,
+    SilenceNotice,
+)
 from bot.routing import routing_table
 from bot.vantages import Vantages
+from bot.views.silences import silence_notice_text
 
 # A Tuesday at 14:00 UTC: inside working hours, outside failover.toml's blocked windows.
 T0 = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
@@ -285,6 +293,7 @@ class Post:
     incident: IncidentView | None = None
     operation: OperationView | None = None
     entries: tuple[EntryView, ...] = ()
+    notice: SilenceNotice | None = None  # a silence's news, for post_silence
 
     @property
     def regions(self) -> set[str]:
@@ -360,6 +369,12 @@ class RecordingNotifier:
                 entries=tuple(entries),
             )
         )  # fmt: skip
+
+    async def post_silence(self, channel: str, notice: SilenceNotice) -> str:
+        text = silence_notice_text(notice)  # what the channel reads
+        return self._record(
+            Post("post_silence", channel, self._ts(), None, text, self.clock(), notice=notice)
+        )
 
     # ------------------------------------------------------------------ OperationNotifier
 

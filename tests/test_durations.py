@@ -28,7 +28,7 @@ def test_reject(text: str) -> None:
 
 
 def test_format() -> None:
-    assert format_duration(0.0002) == "<1 ms"
+    assert format_duration(0.0002) == "under 1 ms"
     assert format_duration(0.0123) == "12 ms"
     assert format_duration(2.25) == "2.2 s"
     assert format_duration(42) == "42 s"

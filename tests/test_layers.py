@@ -24,7 +24,10 @@ DOMAIN = (
     "bot.operations.state", "bot.plancheck", "bot.planned", "bot.planreview", "bot.ports",
     "bot.reads", "bot.routing", "bot.safety", "bot.whatif",
 )  # fmt: skip
-RUNTIME = ("bot.slack", "bot.sandbox", "bot.scheduler", "bot.assembly", "bot.__main__", "bot.relay")
+RUNTIME = (
+    "bot.slack", "bot.sandbox", "bot.scheduler", "bot.assembly", "bot.__main__", "bot.relay",
+    "bot.readiness",  # `failover-bot check`: settings, database, Slack and Cloudflare together
+)  # fmt: skip
 IO_LIBRARIES = (
     "sqlalchemy", "alembic", "asyncpg", "aiosqlite", "aiohttp", "httpx", "cloudflare",
     "apscheduler", "slack_bolt",

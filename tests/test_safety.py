@@ -62,9 +62,14 @@ def test_drill_running_and_settling_changes_block(fleet: Fleet) -> None:
         r.rule
         for r in assess(drain("eu-west"), fleet, planned_view(fleet), [applying], NOW).refusals
     ] == [Rule.IN_FLIGHT]
-    settling = InFlight("drain", "apac-sg", NOW - timedelta(seconds=20))
+    settling = InFlight("drain", "apac-sg", NOW - timedelta(seconds=20), id=7)
     [r] = assess(drain("eu-west"), fleet, planned_view(fleet), [settling], NOW).refusals
-    assert r.rule is Rule.IN_FLIGHT and "41 s left" in r.text
+    # The operation by its number, and when the rule will allow it.
+    assert r.rule is Rule.IN_FLIGHT and r.retry_after == 41
+    assert r.text == "the drain #7 of apac-sg is still settling: retry after 41 s"
+    restoring = InFlight("drain", "apac-sg", None, id=7, doing="restored")
+    [r] = assess(drain("eu-west"), fleet, planned_view(fleet), [restoring], NOW).refusals
+    assert "drain #7 of apac-sg is being restored" in r.text and "retry after about" in r.text
 
 
 def test_settled_drains_do_not_block_another_region(fleet: Fleet) -> None:
@@ -74,9 +79,10 @@ def test_settled_drains_do_not_block_another_region(fleet: Fleet) -> None:
 
 
 def test_same_pool_twice_within_settle(fleet: Fleet) -> None:
-    restored = InFlight("drain", "eu-west", NOW - timedelta(seconds=30), finished=True)
+    restored = InFlight("drain", "eu-west", NOW - timedelta(seconds=30), finished=True, id=3)
     [r] = assess(drain("eu-west"), fleet, planned_view(fleet), [restored], NOW).refusals
-    assert r.rule is Rule.TOO_SOON and "wait 31 s" in r.text
+    assert r.rule is Rule.TOO_SOON and r.retry_after == 31
+    assert r.text == "eu-west changed 30 s ago (drain #3): retry after 31 s"
 
 
 def test_break_glass_overrides_the_named_rule_only(fleet: Fleet) -> None:

@@ -76,6 +76,22 @@ def _result(envelope: Any) -> Any:
     return envelope.get("result")
 
 
+def _token_only(client: cloudflare.AsyncCloudflare, api_token: str) -> cloudflare.AsyncCloudflare:
+    """``client`` authenticating with ``api_token`` alone.
+
+    Given None, the SDK's constructor (and ``with_options``, which builds a new client) reads
+    CLOUDFLARE_EMAIL, CLOUDFLARE_API_KEY and CLOUDFLARE_API_USER_SERVICE_KEY from the environment,
+    and its ``auth_headers`` send the e-mail and the key before the token: an empty
+    CLOUDFLARE_EMAIL leaves no usable credential and every call raises a TypeError. The settings
+    refuse those variables; this keeps the token the only credential whatever the environment.
+    """
+    client.api_token = api_token
+    client.api_email = None
+    client.api_key = None
+    client.user_service_key = None
+    return client
+
+
 class CloudflareLoadBalancer:
     def __init__(
         self,
@@ -92,18 +108,21 @@ class CloudflareLoadBalancer:
         self.breaker = CircuitBreaker(threshold=5, cooldown=30.0)
         self.budget = budget or ApiBudget()
         http_timeout = httpx.Timeout(timeout, connect=min(timeout, 2.0))
-        self.client = cloudflare.AsyncCloudflare(
-            api_token=api_token,
-            base_url=base_url,
-            timeout=http_timeout,
-            max_retries=MAX_RETRIES,
-            # Every answer, retries and 429s included, passes its rate-limit headers on.
-            http_client=cloudflare.DefaultAsyncHttpxClient(
-                timeout=http_timeout, event_hooks={"response": [self._observe]}
+        self.client = _token_only(
+            cloudflare.AsyncCloudflare(
+                api_token=api_token,
+                base_url=base_url,
+                timeout=http_timeout,
+                max_retries=MAX_RETRIES,
+                # Every answer, retries and 429s included, passes its rate-limit headers on.
+                http_client=cloudflare.DefaultAsyncHttpxClient(
+                    timeout=http_timeout, event_hooks={"response": [self._observe]}
+                ),
             ),
+            api_token,
         )
         # A restore is one attempt: its caller's retry policy decides when to try again.
-        self.restore_client = self.client.with_options(max_retries=0)
+        self.restore_client = _token_only(self.client.with_options(max_retries=0), api_token)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -283,6 +302,25 @@ class CloudflareLoadBalancer:
         return await self._call(
             "reading the monitors", self._account, "Load Balancing: Monitors and Pools Read", call
         )
+
+    async def verify_token(self) -> str:
+        """The API token's status ("active", "disabled" or "expired"), from Cloudflare's verify
+        endpoint (developers.cloudflare.com/fundamentals/api/troubleshooting/: "confirming that
+        the response returns "status": "active""). It says nothing of permissions: the reads
+        that need them do. A user token is verified at /user/tokens/verify, an account-owned
+        one at /accounts/{id}/tokens/verify (api/resources/accounts/subresources/tokens/)."""
+
+        async def call() -> str:
+            try:
+                envelope = await self.client.get("/user/tokens/verify", cast_to=object)
+            except cloudflare.AuthenticationError:
+                envelope = await self.client.get(
+                    f"/accounts/{self.account_id}/tokens/verify", cast_to=object
+                )
+            result = _result(envelope)
+            return str(result.get("status", "unknown")) if isinstance(result, dict) else "unknown"
+
+        return await self._call("verifying the API token", "the token", "no permission", call)
 
     async def live_view(self, hostname: str) -> LiveView:
         """The load balancer, its pools and the monitor of its first pool, read in turn."""

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import AuditEntry
 from bot.invocation import Invocation
 
+AUDIT_TEXT = 4000  # as much of a command's text as /failover accepts (commands/parsing.py)
+
 
 class SqlAuditTrail:
     """Rows written by group commit: whoever finds no write in progress writes every row
@@ -39,7 +41,10 @@ class SqlAuditTrail:
             "user_name": invocation.user_name,
             "team_id": invocation.team_id,
             "channel_id": invocation.channel_id,
-            "text": invocation.text,
+            # A refused over-long command is kept as its first 4,000 characters and its length.
+            "text": invocation.text
+            if len(invocation.text) <= AUDIT_TEXT
+            else f"{invocation.text[:AUDIT_TEXT]}… ({len(invocation.text):,} characters)",
             "outcome": outcome,
             "detail": detail,
             "error_id": error_id,

@@ -114,6 +114,8 @@ class Silence(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Who ended it with `unsilence`; None with an end time: it expired (or a new one replaced it).
+    ended_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OutboxPost(Base):
@@ -128,9 +130,12 @@ class OutboxPost(Base):
     incident_id: Mapped[int | None] = mapped_column(
         ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True
     )
-    kind: Mapped[str] = mapped_column(String(16))  # open, update, reply, reminder, close
+    # open, update, reply, reminder, close; silence, unsilence, expiry (no incident)
+    kind: Mapped[str] = mapped_column(String(16))
     region: Mapped[str | None] = mapped_column(String(64), nullable=True)
     event_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the timeline event
+    # A silence's start or end announced in the channel (kind silence, unsilence or expiry).
+    silence_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result: Mapped[str | None] = mapped_column(String(64), nullable=True)  # ts, or why skipped
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -172,3 +177,27 @@ class JournalEntry(Base):
     phase: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     posted: Mapped[bool] = mapped_column(default=False)  # said in the operation's thread
+
+
+class SlackRequest(Base):
+    """A signed Slack request already accepted: its (timestamp, signature) pair is inserted once,
+    so a second insert is a replay, on every instance alike. Kept while Slack's timestamp could
+    still pass the signature check (five minutes), then pruned."""
+
+    __tablename__ = "slack_requests"
+    __table_args__ = (Index("ix_slack_requests_request_at", "request_at"),)
+
+    # The headers X-Slack-Request-Timestamp and X-Slack-Signature, as Slack sent them.
+    request_ts: Mapped[str] = mapped_column(String(20), primary_key=True)
+    signature: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the timestamp, for pruning
+
+
+class HomeViewer(Base):
+    """Who has opened the App Home: one row each, inserted or ignored (the lease holder
+    re-publishes the dashboard to them)."""
+
+    __tablename__ = "home_viewers"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_opened_at: Mapped[datetime] = mapped_column(UTCDateTime())

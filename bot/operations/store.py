@@ -76,18 +76,21 @@ async def in_flight(
             continue
         changing = op.state in DRAIN_CHANGING or op.state == OpState.STARTING
         changed = None if changing else (op.restored_at or op.applied_at)
-        out.append(InFlight(op.kind, op.region, changed, op.finished_at is not None))
+        doing = "restored" if op.state == OpState.RESTORING else "applied"
+        out.append(InFlight(op.kind, op.region, changed, op.finished_at is not None, op.id, doing))
     return out
 
 
-async def open_drain(session: AsyncSession, region: str) -> Operation | None:
-    rows = await session.scalars(
-        select(Operation).where(
-            Operation.kind == OpKind.DRAIN,
-            Operation.region == region,
-            Operation.state.in_(DRAIN_OPEN),
-        )
+async def open_drain(session: AsyncSession, region: str, lock: bool = False) -> Operation | None:
+    """The region's drain pending or in force; ``lock``: its row locked for the writing
+    transaction on PostgreSQL (SQLite locks the file), so that what was read is still so when
+    the change is written."""
+    query = select(Operation).where(
+        Operation.kind == OpKind.DRAIN,
+        Operation.region == region,
+        Operation.state.in_(DRAIN_OPEN),
     )
+    rows = await session.scalars(query.with_for_update() if lock else query)
     return rows.first()
 
 

@@ -59,9 +59,42 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Extension:
-    op: OperationView | None  # None: no active drain
+    op: OperationView | None  # None: no drain; ``until`` None: the drain is not in force
     until: datetime | None = None
     capped: bool = False  # the drain's maximum was reached
+
+
+class _Current:
+    """No operation named: act on whichever is current when the change is written."""
+
+
+CURRENT = _Current()
+
+
+def _not_current(asked: int | _Current | None, now: Operation | None, region: str) -> str | None:
+    """Why a command parsed while ``asked`` was the region's drain (None: there was none) may
+    not act on ``now``, the drain current as it writes; None when they are the same (or when
+    the caller named none, CURRENT).
+
+    A command acts on what its sender saw: a drain confirmed since (or one that ended) is not
+    what they meant, and a replayed or delayed command must not undo it."""
+    if isinstance(asked, _Current) or (now.id if now else None) == asked:
+        return None
+    if asked is None:
+        assert now is not None
+        return (
+            f"Drain #{now.id} of {region} was asked for after your command, which found no drain "
+            f"there; nothing was done. Send the command again to act on #{now.id}."
+        )
+    if now is None:
+        return (
+            f"Drain #{asked} of {region} has ended since your command; nothing was done "
+            "(`/failover drains` lists what is in force)."
+        )
+    return (
+        f"Drain #{asked} of {region} has ended since your command and drain #{now.id} is the "
+        f"current one; nothing was done. Send the command again to act on #{now.id}."
+    )
 
 
 class Operations:
@@ -263,6 +296,12 @@ class Operations:
             )
             return [view_of(op) for op in rows]
 
+    async def operation(self, op_id: int) -> OperationView | None:
+        """Any operation by its number: drains and drills share one numbering."""
+        async with self.sessions() as session:
+            op = await session.get(Operation, op_id)
+            return view_of(op) if op is not None else None
+
     async def drill_record(self, op_id: int, earlier: int = 5) -> DrillRecord | None:
         """A drill with its journal and the region's earlier drills; None if there is none."""
         async with self.sessions() as session:
@@ -290,11 +329,18 @@ class Operations:
                 [view_of(o) for o in before],
             )
 
-    async def restore(self, region: str, user: str) -> tuple[Restore, OperationView | None]:
-        """Put a drained region back: the driver re-enables it and watches it rejoin."""
+    async def restore(
+        self, region: str, user: str, asked: int | _Current | None = CURRENT
+    ) -> tuple[Restore, OperationView | None]:
+        """Put a drained region back: the driver re-enables it and watches it rejoin.
+
+        ``asked``: the drain that was current when the command was parsed (None: none was);
+        refused when another is current by now (OperationRefused)."""
         async with self.sessions.begin() as session:
-            op = await open_drain(session, region)
+            op = await open_drain(session, region, lock=True)
             now = self.clock()
+            if (why := _not_current(asked, op, region)) is not None:
+                raise OperationRefused(why)
             if op is None:
                 view = await self.lb().live_view(self.fleet.load_balancer.hostname)
                 pool = view.pool_by_name(self.fleet.regions[region].pool)
@@ -339,11 +385,18 @@ class Operations:
             return rows, None
         return rows, view.monitor.interval + self.fleet.load_balancer.propagation
 
-    async def extend(self, region: str, length: float, user: str) -> Extension:
+    async def extend(
+        self, region: str, length: float, user: str, asked: int | _Current | None = CURRENT
+    ) -> Extension:
+        """Push a drain's expiry back; ``asked`` as for ``restore``."""
         async with self.sessions.begin() as session:
-            op = await open_drain(session, region)
-            if op is None or op.state != OpState.ACTIVE or not (op.expires_at and op.applied_at):
+            op = await open_drain(session, region, lock=True)
+            if (why := _not_current(asked, op, region)) is not None:
+                raise OperationRefused(why)
+            if op is None:
                 return Extension(None)
+            if op.state != OpState.ACTIVE or not (op.expires_at and op.applied_at):
+                return Extension(view_of(op))
             now = self.clock()
             limit = op.applied_at + timedelta(seconds=self.fleet.operations.drain_max)
             new = min(op.expires_at + timedelta(seconds=length), limit)

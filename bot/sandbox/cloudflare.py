@@ -611,6 +611,10 @@ class CloudflareStandIn:
         app.router.add_get(base + "/zones/{zone}/load_balancers/{lb}", self._get_lb)
         app.router.add_patch(base + "/zones/{zone}/load_balancers/{lb}", self._patch_lb)
         app.router.add_get(base + "/user/load_balancing_analytics/events", self._events)
+        # api/resources/user/subresources/tokens/methods/verify/: the stand-in's token is a user
+        # token; an account-owned one is verified under its account.
+        app.router.add_get(base + "/user/tokens/verify", self._verify_token)
+        app.router.add_get(base + "/accounts/{account}/tokens/verify", self._verify_token)
         app.router.add_post("/_sandbox/faults", self._set_faults)
         app.router.add_get("/_sandbox/state", self._state)
         app.router.add_get("/_sandbox/ratelimit", self._get_ratelimit)
@@ -986,6 +990,11 @@ class CloudflareStandIn:
         if monitor is None:
             return error_response(404, "monitor not found")
         return web.json_response(envelope(monitor))
+
+    async def _verify_token(self, request: web.Request) -> web.Response:
+        # Only a valid token gets this far (the gate answers 401 otherwise): it is active.
+        result = {"id": cf_id("token", self.token), "status": "active"}
+        return web.json_response(envelope(result))
 
     async def _list_lbs(self, request: web.Request) -> web.Response:
         return self._page(list(self.lbs.values()))

@@ -2,15 +2,18 @@
 
 Lines it understands: ``/failover ...``, ``break <region> <mode> [check|seconds]``,
 ``heal <region>|all``, ``gateways``, ``channel``, ``click <n>``, ``wait <seconds>``, ``help``,
-``quit``. With a script, each line is echoed and run in turn, no terminal needed.
+``quit``, each as typed or as pasted from the README (a leading ``failover>`` prompt and a
+trailing ``# comment`` are dropped). With a script or a pipe, each line is echoed after the prompt
+and run in turn, no terminal needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,6 +22,7 @@ from bot.sandbox.gateways import CHECKS, MODES
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import CHANNEL, SlackUser
+from bot.sandbox.terminal import LoopThread, cleaned, echoed, typed
 from bot.sandbox.world import Sandbox
 from bot.slack.server import build_web_app
 
@@ -31,7 +35,10 @@ CONSOLE_HELP = """\
   channel                       the messages posted in #failover
   click <n>                     press button n of the last reply
   wait <seconds>                let time pass
-  quit""".format(modes=", ".join(MODES), checks=", ".join(CHECKS))
+  quit                          or Ctrl-D, or Ctrl-C at the prompt (Ctrl-C stops a command)
+  Lines pasted with their `failover>` prompt run as typed; `# ...` ends a line as a comment.
+  Up and down recall earlier lines.""".format(modes=", ".join(MODES), checks=", ".join(CHECKS))
+THREAD_INDENT = "    "  # a thread's replies, under their parent message as Slack shows them
 
 
 class DemoError(Exception):
@@ -56,19 +63,44 @@ class Console:
                 if message.get("response_type") != "in_channel"
                 else "posted in #failover"
             )
-            self.say(f"┌─ {where} ({kind})")
-            for line in render_message(message, self.buttons).splitlines():
-                self.say(f"│ {line}")
-            self.say("└─")
+            self._box(message, f"{where} ({kind})")
+
+    def _box(self, message: dict[str, Any], title: str, indent: str = "") -> None:
+        self.say(f"{indent}┌─ {title}")
+        for line in render_message(message, self.buttons).splitlines():
+            self.say(f"{indent}│ {line}")
+        self.say(f"{indent}└─")
+
+    def channel(self) -> None:
+        """#failover as Slack shows it: each message, and its thread's replies under it."""
+        messages = self.world.slack.channels.get(CHANNEL, [])
+        if not messages:
+            self.say("(nothing posted in #failover yet)")
+        posted = {m.get("ts") for m in messages}
+        replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for m in messages:
+            parent = m.get("thread_ts")
+            if parent and parent != m.get("ts") and parent in posted:
+                replies[parent].append(m)
+        self.buttons = []
+        for m in messages:
+            parent = m.get("thread_ts")
+            if parent and parent != m.get("ts") and parent in posted:
+                continue  # shown under its parent
+            self._box(m, "#failover")
+            thread = replies.get(str(m.get("ts")), [])
+            for n, reply in enumerate(thread, 1):
+                self._box(reply, f"reply {n} of {len(thread)} in its thread", THREAD_INDENT)
 
     async def run_line(self, line: str) -> bool:
         """Run one line; False when the console should stop."""
+        line = cleaned(line)
         words = line.split()  # the bot parses its own text; the console needs plain words
-        if not words or words[0].startswith("#"):
+        if not words:
             return True
         head = words[0].lower()
         if head in ("/failover", "failover"):
-            text = line.strip().split(None, 1)[1] if len(words) > 1 else ""
+            text = line.split(None, 1)[1] if len(words) > 1 else ""
             exchange = await self.user.command(text)
             if exchange.status != 200:
                 self.say(f"(the bot answered HTTP {exchange.status}: {exchange.ack_body})")
@@ -91,14 +123,11 @@ class Console:
             for name, gw in self.world.gateways.items():
                 self.say(f"  {name:10} {gw.state.describe():28} {gw.url}")
         elif head == "channel":
-            messages = self.world.slack.channels.get(CHANNEL, [])
-            if not messages:
-                self.say("(nothing posted in #failover yet)")
-            self.show([m | {"response_type": "in_channel"} for m in messages], "#failover")
+            self.channel()
         elif head == "click" and len(words) == 2 and words[1].isdigit():
             await self._click(int(words[1]))
         elif head == "wait" and len(words) == 2:
-            await asyncio.sleep(float(words[1]))
+            await asyncio.sleep(self._seconds(words[1]))
         elif head == "help":
             self.say(CONSOLE_HELP)
         elif head in ("quit", "exit"):
@@ -106,6 +135,16 @@ class Console:
         else:
             raise DemoError(f"not understood: {line.strip()!r} (type help)")
         return True
+
+    @staticmethod
+    def _seconds(word: str) -> float:
+        try:
+            seconds = float(word.removesuffix("s"))
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= 3600:
+            raise DemoError(f"wait takes seconds, up to 3600 (got {word!r})")
+        return seconds
 
     def _region(self, name: str) -> str:
         if name not in self.world.gateways:
@@ -132,7 +171,8 @@ class Console:
 
     async def _click(self, number: int) -> None:
         if not 1 <= number <= len(self.buttons):
-            raise DemoError(f"there is no button {number} in the last reply")
+            has = f"its buttons are 1 to {len(self.buttons)}" if self.buttons else "it has none"
+            raise DemoError(f"there is no button {number} in the last reply ({has})")
         button = self.buttons[number - 1]
         exchange = await self.user.click(button.get("action_id", ""), button.get("value", ""))
         if exchange.status != 200:
@@ -141,53 +181,80 @@ class Console:
             self.show(exchange.replies, "failover bot")
 
 
-async def _terminal_lines() -> AsyncIterator[str]:
-    while True:
-        try:
-            yield await asyncio.to_thread(input, "failover> ")
-        except EOFError:
-            return
+class Demo:
+    """The sandbox world, the bot served over HTTP, and a console that drives them."""
 
+    def __init__(self, base_config: Path, out: TextIO) -> None:
+        self.base_config = base_config
+        self.out = out
+        self._opened = contextlib.AsyncExitStack()
 
-async def _script_lines(path: Path, out: TextIO) -> AsyncIterator[str]:
-    text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-    for line in text.splitlines():
-        if line.strip():
-            print(f"> {line}", file=out, flush=True)
-        yield line
-
-
-async def run_demo(base_config: str, script: Path | None = None, out: TextIO = sys.stdout) -> int:
-    """Run the demo; the exit status is 1 when a script line was not understood."""
-    with tempfile.TemporaryDirectory(prefix="failover-demo-") as tmp:
-        world = Sandbox(base_config, tmp)
+    async def open(self) -> Console:
+        stack = self._opened
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="failover-demo-"))
+        world = Sandbox(self.base_config, tmp)
         await world.start()
+        stack.push_async_callback(world.close)
         settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp}/demo.db")
         bot: Bot = await migrated_bot(settings, watch=True)
-        server = LocalServer(build_web_app(bot.slack))
+        stack.push_async_callback(bot.aclose)
+        server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
         await server.start()
+        stack.push_async_callback(server.close)
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
-        console = Console(world, user, out)
-        failed = 0
+        stack.push_async_callback(user.aclose)
+        return Console(world, user, self.out)
+
+    async def close(self) -> None:
+        """Close what was opened, the last first."""
+        await self._opened.aclose()
+
+
+def run_demo(
+    base_config: str | Path,
+    script: Path | None = None,
+    out: TextIO = sys.stdout,
+    source: TextIO = sys.stdin,
+) -> int:
+    """Run the demo on lines from ``script``, else from ``source``: typed at a terminal, or piped.
+
+    The exit status is 1 when a line of a script or a pipe was not understood. At a terminal,
+    Ctrl-C stops the command that runs, and at the prompt leaves (status 0, as Ctrl-D and quit:
+    leaving is no error). Elsewhere Ctrl-C stops the demo (KeyboardInterrupt, raised again).
+    """
+    at_terminal = script is None and source.isatty()
+    loop = LoopThread()
+    demo = Demo(Path(base_config), out)
+    failed = 0
+    try:
+        console = loop.run(demo.open())
+        if script is None:
+            console.say(
+                "Failover bot demo: the bot, three sandbox gateways and Slack, on loopback."
+            )
+            console.say(
+                f"Regions: {', '.join(console.world.gateways)}. Type help, or /failover help.\n"
+            )
+        if at_terminal:
+            lines = typed()
+        elif script is not None:
+            lines = echoed(script.read_text(encoding="utf-8").splitlines(), out)
+        else:
+            lines = echoed(source, out)
+        for line in lines:
+            try:
+                if not loop.run(console.run_line(line)):
+                    break
+            except DemoError as exc:
+                failed += 1
+                console.say(f"(demo: {exc})")
+            except KeyboardInterrupt:
+                if not at_terminal:
+                    raise
+                console.say("(stopped)")  # back to the prompt, as a shell does
+    finally:
         try:
-            if script is None:
-                console.say(
-                    "Failover bot demo: the bot, three sandbox gateways and Slack, on loopback."
-                )
-                console.say(
-                    f"Regions: {', '.join(world.gateways)}. Type help, or /failover help.\n"
-                )
-            lines = _script_lines(script, out) if script else _terminal_lines()
-            async for line in lines:
-                try:
-                    if not await console.run_line(line):
-                        break
-                except DemoError as exc:
-                    failed += 1
-                    console.say(f"(demo: {exc})")
+            loop.run(demo.close())
         finally:
-            await user.aclose()
-            await server.close()
-            await bot.aclose()
-            await world.close()
-        return 1 if failed and script else 0
+            loop.close()
+    return 1 if failed and not at_terminal else 0

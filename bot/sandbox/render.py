@@ -36,13 +36,21 @@ _BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
 
 
 def _text(obj: Any) -> str:
+    plain = isinstance(obj, dict) and obj.get("type") == "plain_text"
     if isinstance(obj, dict):
         obj = obj.get("text", "")
     text = _EMOJI.sub(lambda m: EMOJI.get(m.group(0), m.group(0)), str(obj))
     text = _ITALIC.sub(
         r"\1", _BOLD.sub(r"\1", text)
     )  # a terminal has no bold to spare; Slack's *x* reads as noise
-    return _LINK.sub(r"\2 (\1)", text)
+    text = _LINK.sub(r"\2 (\1)", text)
+    # mrkdwn shows &lt; &gt; &amp; as the characters they escape (after its links are read);
+    # plain_text is shown as it is
+    return text if plain else _unescape(text)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def render_blocks(blocks: list[dict[str, Any]], buttons: list[dict[str, Any]] | None = None) -> str:

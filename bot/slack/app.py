@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -16,10 +21,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.db.replays import SeenRequests
+from bot.errors import ConfigError
 from bot.home import Home
 from bot.invocation import Invocation
 from bot.settings import Settings
 from bot.slack.notifier import SlackNotifier
+from bot.slack.replays import replay_guard
 from bot.views.actions import ACTION_IDS
 from bot.views.reply import Reply
 from commands.router import Router
@@ -40,6 +48,88 @@ def web_client(settings: Settings) -> AsyncWebClient:
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )
+
+
+Authorizer = Callable[[str | None, str | None, str | None], Awaitable[AuthorizeResult]]
+# auth.test's answers for a token Slack will never take (https://api.slack.com/methods/auth.test).
+REFUSED_TOKEN = ("invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired")
+
+
+class _TokenNotIgnored(logging.Filter):
+    """Given ``authorize``, Bolt warns at construction that the token will be ignored. It is not:
+    the client keeps it for the Web API, and ``authorize`` hands it to each request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("As `installation_store` or `authorize`")
+
+
+logging.getLogger("slack_bolt.AsyncApp").addFilter(_TokenNotIgnored())
+
+
+class SlackIdentity:
+    """Who the bot is in Slack, from one auth.test at start, for every request after it.
+
+    Bolt's single-workspace authorization calls auth.test at the first request, and at each one
+    after until it succeeds; a connection error there fails the request with HTTP 500, so Slack
+    unreachable at a start left every command unanswered. A command is answered through its
+    response URL, which needs no token (https://api.slack.com/interactivity/handling#message_responses),
+    so the token is checked once at start, with the client's retries, and requests are authorized
+    from that result through Bolt's ``authorize`` option
+    (https://docs.slack.dev/tools/bolt-python/concepts/authorization).
+    """
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.team_id: str | None = None
+        self.bot_id: str | None = None
+        self.bot_user_id: str | None = None
+
+    async def verify(self, client: AsyncWebClient) -> None:
+        """A refused token stops the start (ConfigError); Slack out of reach is only logged."""
+        try:
+            resp = await client.auth_test()
+        except SlackApiError as exc:
+            # A 5xx from a proxy or an outage has no JSON body: data is then text.
+            data = exc.response.data if exc.response is not None else None
+            error = data.get("error") if isinstance(data, dict) else None
+            if error in REFUSED_TOKEN:
+                raise ConfigError(
+                    f"SLACK_BOT_TOKEN was refused by Slack ({error}): expected the Bot User "
+                    "OAuth Token of the installed app (xoxb-...)"
+                ) from None
+            self._unverified(str(error or exc))
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._unverified(str(exc) or type(exc).__name__)
+            return
+        self.team_id = resp.get("team_id")
+        self.bot_id = resp.get("bot_id")
+        self.bot_user_id = resp.get("user_id")
+
+    @staticmethod
+    def _unverified(why: str) -> None:
+        log.warning(
+            "could not check SLACK_BOT_TOKEN with Slack's Web API (%s): serving anyway; "
+            "commands are answered through their response URLs",
+            why,
+        )
+
+    def authorizer(self) -> Authorizer:
+        """Bolt's ``authorize`` function (a plain function: Bolt passes arguments by name)."""
+
+        async def authorize(
+            enterprise_id: str | None, team_id: str | None, user_id: str | None
+        ) -> AuthorizeResult:
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id or self.team_id,
+                bot_token=self.token,
+                bot_id=self.bot_id,
+                bot_user_id=self.bot_user_id,
+                user_id=user_id,
+            )
+
+        return authorize
 
 
 async def group_members(client: AsyncWebClient, group: str) -> set[str]:
@@ -94,6 +184,18 @@ class Responder:
             log.exception("could not deliver the reply [error_id=%s]", uuid.uuid4().hex[:8])
 
 
+@contextmanager
+def _bolt_token_variable_hidden() -> Iterator[None]:
+    """SLACK_BOT_TOKEN out of the environment while Bolt's AsyncApp is built (it reads it there
+    by itself; the bot hands it the token explicitly), put back at once."""
+    saved = os.environ.pop("SLACK_BOT_TOKEN", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["SLACK_BOT_TOKEN"] = saved
+
+
 def build_bolt_app(
     settings: Settings,
     router: Router,
@@ -101,14 +203,29 @@ def build_bolt_app(
     socket_mode: bool = False,
     home: Home | None = None,
     http: aiohttp.ClientSession | None = None,
+    replays: SeenRequests | None = None,
+    identity: SlackIdentity | None = None,
 ) -> AsyncApp:
-    app = AsyncApp(
-        client=web_client(settings),
-        signing_secret=settings.slack_signing_secret,
-        # Over Socket Mode nothing is signed: Slack's websocket is the authentication.
-        request_verification_enabled=not socket_mode,
-    )
+    identity = identity or SlackIdentity(settings.slack_bot_token or "")
+    # Each request gets the token from ``authorize``. Handed a client holding a token too, or
+    # finding SLACK_BOT_TOKEN in the environment, AsyncApp warns at every start that one of them
+    # "will be unused" (slack_bolt/app/async_app.py, __init__): so it is built from the client
+    # without its token and without the variable in sight, and the client gets the token back
+    # for what the bot sends on its own (alerts, the App Home, user groups).
+    client = web_client(settings)
+    token, client.token = client.token, None
+    with _bolt_token_variable_hidden():
+        app = AsyncApp(
+            client=client,
+            signing_secret=settings.slack_signing_secret,
+            # Over Socket Mode nothing is signed: Slack's websocket is the authentication.
+            request_verification_enabled=not socket_mode,
+            authorize=identity.authorizer(),  # no auth.test per request (SlackIdentity)
+        )
+    client.token = token
 
+    if replays is not None and not socket_mode:
+        app.use(replay_guard(replays))  # a replayed signed request is answered, never acted on
     responder = Responder(http)
 
     @app.command("/failover")

@@ -11,7 +11,9 @@ from bot.durations import format_duration
 from bot.reads import EntryView, IncidentView
 from bot.views.actions import Action
 from bot.views.reply import context, section
+from bot.views.silences import until_text
 from bot.views.status import STATE_EMOJI
+from bot.views.text import escape, mention
 
 SEVERITY_EMOJI = {
     "critical": ":red_circle:",
@@ -58,8 +60,13 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     for region in view.regions:
         state = view.states.get(region)
         mark = STATE_EMOJI[state] if state else ":grey_question:"
-        muted = " · _silenced_" if region in view.silenced else ""
-        lines.append(f"{mark} *{region}* {state or 'unknown'}{muted}")
+        muted = ""
+        if region in view.silenced:  # muted replies only: the message itself is always current
+            until = view.silenced_until.get(region)
+            muted = (
+                f" · _silenced until {until_text(until, view.now)}_" if until else " · _silenced_"
+            )
+        lines.append(f"{mark} *{escape(region)}* {state or 'unknown'}{muted}")
     blocks.append(section("\n".join(lines) or "no region"))
     moved: dict[str, list[str]] = defaultdict(list)
     for geo, region in view.failed_over.items():
@@ -69,8 +76,12 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     for geo, users in view.stranded.items():
         stranded[users].append(geo)
     if moved or stranded:
-        routing = [f"• {' '.join(geos)} → *{region}*" for region, geos in moved.items()]
-        routing += [f"• {' '.join(geos)}: *{users}*" for users, geos in stranded.items()]
+        routing = [
+            f"• {escape(' '.join(geos))} → *{escape(region)}*" for region, geos in moved.items()
+        ]
+        routing += [
+            f"• {escape(' '.join(geos))}: *{escape(users)}*" for users, geos in stranded.items()
+        ]
         blocks.append(section("*Routing now*\n" + "\n".join(routing)))
     end = view.closed_at or view.now
     f = view.figures
@@ -90,7 +101,10 @@ def incident_blocks(view: IncidentView) -> list[Block]:
             value=region,
             confirm=ConfirmObject(
                 title="Silence alerts?",
-                text=f"No thread replies for {region} for one hour (recoveries still post).",
+                # a confirm dialog's text is mrkdwn (slack_sdk's default), so escaped too
+                text=(
+                    f"No thread replies for {escape(region)} for one hour (recoveries still post)."
+                ),
                 confirm="Silence",
                 deny="Cancel",
             ),
@@ -106,24 +120,28 @@ def incident_blocks(view: IncidentView) -> list[Block]:
 
 
 def entry_line(e: EntryView) -> str:
-    label = KIND_LABEL.get(e.kind, e.kind)
+    # a note and its author are typed by a user, a reason may be Cloudflare's: all escaped
+    label = escape(KIND_LABEL.get(e.kind, e.kind))
     emoji = SEVERITY_EMOJI.get(e.severity, "")
-    where = f" · {e.region}" if e.region else ""
-    who = f" ({e.author})" if e.author else ""
-    return f"{emoji} *{label}*{where} · {e.at:%H:%M:%S} UTC{who}\n{e.text}"
+    where = f" · {escape(e.region)}" if e.region else ""
+    who = f" ({mention(e.author)})" if e.author else ""  # a user id: a mention
+    return f"{emoji} *{label}*{where} · {e.at:%H:%M:%S} UTC{who}\n{escape(e.text)}"
 
 
 def thread_text(view: IncidentView, entries: Sequence[EntryView], reminder: bool) -> str:
     if reminder:
-        return f"Still ongoing: {incident_text(view)}"
-    return "; ".join(f"{KIND_LABEL.get(e.kind, e.kind)} {e.region or ''}".strip() for e in entries)
+        return f"Still ongoing: {escape(incident_text(view))}"
+    return escape(
+        "; ".join(f"{KIND_LABEL.get(e.kind, e.kind)} {e.region or ''}".strip() for e in entries)
+    )
 
 
 def thread_blocks(view: IncidentView, entries: Sequence[EntryView], reminder: bool) -> list[Block]:
     if reminder:
         elapsed = format_duration((view.now - view.began_at).total_seconds())
-        states = ", ".join(f"{r} {view.states.get(r, 'unknown')}" for r in view.regions)
-        return [section(f":bell: *Still ongoing* after {elapsed}: {view.title} ({states})")]
+        states = escape(", ".join(f"{r} {view.states.get(r, 'unknown')}" for r in view.regions))
+        title = escape(view.title)
+        return [section(f":bell: *Still ongoing* after {elapsed}: {title} ({states})")]
     if any(e.kind == "Closed" for e in entries):
         f = view.figures
         lasted = format_duration(((view.closed_at or view.now) - view.began_at).total_seconds())
@@ -138,7 +156,7 @@ def thread_blocks(view: IncidentView, entries: Sequence[EntryView], reminder: bo
     if len(entries) > MAX_LISTED:
         first, last = entries[0], entries[-1]
         head = (
-            f"*{len(entries)} changes* for {first.region or 'the fleet'} between "
+            f"*{len(entries)} changes* for {escape(first.region or 'the fleet')} between "
             f"{first.at:%H:%M:%S} and {last.at:%H:%M:%S} UTC (flapping), latest:"
         )
         return [section(head + "\n" + entry_line(last))]

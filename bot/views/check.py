@@ -9,13 +9,16 @@ from slack_sdk.models.blocks import Block, HeaderBlock
 
 from bot.plancheck import CheckLine
 from bot.views.reply import Reply, context, section
+from bot.views.text import escape
 
 
 def _line(line: CheckLine) -> str:
+    # details quote the account (names, monitor headers, descriptions): escaped
+    item, detail = escape(line.item), escape(line.detail)
     if line.ok:
-        return f":white_check_mark: {line.item}: {line.detail}"
-    fix = f"\n      _fix: {line.fix}_" if line.fix else ""
-    return f":x: *{line.item}*: {line.detail}{fix}"
+        return f":white_check_mark: {item}: {detail}"
+    fix = f"\n      _fix: {escape(line.fix)}_" if line.fix else ""
+    return f":x: *{item}*: {detail}{fix}"
 
 
 def _part(title: str, lines: Sequence[CheckLine]) -> list[Block]:
@@ -45,11 +48,11 @@ def check_reply(
     blocks: list[Block] = [HeaderBlock(text=title[:150])]
     if live:
         blocks += _part("*Live load balancer against failover.toml*", live)
-    blocks += _part(f"*The plan as Cloudflare will run it* ({source})", plan)
+    blocks += _part(f"*The plan as Cloudflare will run it* ({escape(source)})", plan)
     blocks.append(
         context(
             "Routing follows Cloudflare's documented rules: a geo region with its own list is "
             "served only by that list, then by the fallback pool, whatever the fallback's health"
         )
     )
-    return Reply(text=title, blocks=blocks)
+    return Reply(text=escape(title), blocks=blocks)  # the header is plain_text, the text mrkdwn

@@ -12,6 +12,7 @@ from bot.monitor import PoolState
 from bot.reads import Dashboard
 from bot.views.reply import context, section
 from bot.views.status import STATE_EMOJI
+from bot.views.text import escape, mention
 
 
 def home_view(board: Dashboard, at: datetime) -> dict[str, Any]:
@@ -23,8 +24,9 @@ def home_view(board: Dashboard, at: datetime) -> dict[str, Any]:
             if state in PoolState._value2member_map_
             else ""
         )
+        cloudflare = board.cloudflare.get(region, "unknown")
         lines.append(
-            f"{emoji} *{region}* {state} · Cloudflare {board.cloudflare.get(region, 'unknown')}"
+            f"{emoji} *{escape(region)}* {escape(state)} · Cloudflare {escape(cloudflare)}"
         )
     blocks.append(section("\n".join(lines)))
     if board.moved or board.stranded:
@@ -34,18 +36,22 @@ def home_view(board: Dashboard, at: datetime) -> dict[str, Any]:
         by_users: dict[str, list[str]] = defaultdict(list)
         for geo, users in board.stranded.items():
             by_users[users].append(geo)
-        routing = [f"• {' '.join(g)} → {r}" for r, g in by_region.items()]
-        routing += [f"• :x: {' '.join(g)}: *{users}*" for users, g in by_users.items()]
+        routing = [f"• {escape(' '.join(g))} → {escape(r)}" for r, g in by_region.items()]
+        routing += [
+            f"• :x: {escape(' '.join(g))}: *{escape(users)}*" for users, g in by_users.items()
+        ]
         blocks.append(section("*Routing away from home*\n" + "\n".join(routing)))
     else:
         blocks.append(section("*Routing*: every geo region on its own pool"))
     blocks.append(DividerBlock())
     blocks.append(
-        section("*Open incidents*\n" + ("\n".join(f"• {i}" for i in board.incidents) or "none"))
+        section(
+            "*Open incidents*\n" + ("\n".join(f"• {escape(i)}" for i in board.incidents) or "none")
+        )
     )
-    blocks.append(
-        section("*Drains and drills*\n" + ("\n".join(f"• {o}" for o in board.operations) or "none"))
-    )
-    blocks.append(section(f"*Next game day*: {board.next_game_day or 'none scheduled'}"))
+    operations = [f"• {escape(o.text)} (by {mention(o.requested_by)})" for o in board.operations]
+    blocks.append(section("*Drains and drills*\n" + ("\n".join(operations) or "none")))
+    game_day = escape(board.next_game_day or "none scheduled")
+    blocks.append(section(f"*Next game day*: {game_day}"))
     blocks.append(context(f"updated {at:%H:%M:%S} UTC · `/failover status` for the live probes"))
     return {"type": "home", "blocks": [b.to_dict() for b in blocks]}

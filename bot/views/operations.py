@@ -15,6 +15,7 @@ from bot.reads import DrillRecord, OperationView
 from bot.safety import Assessment, BlastRow
 from bot.views.actions import Action
 from bot.views.reply import Reply, context, section
+from bot.views.text import escape, mention, with_actor
 
 
 def blast_lines(rows: Sequence[BlastRow]) -> str:
@@ -25,12 +26,15 @@ def blast_lines(rows: Sequence[BlastRow]) -> str:
             moved[(r.now, r.after, r.after_users)].append(r.geo)
         else:
             stay[r.now].append(r.geo)
+    # pool names may be the account's own (a pool failover.toml does not know): escaped
     lines = [
-        f"• {' '.join(geos)}: {now} → *{after}*"
-        + (f" :warning: *no healthy pool: {users}*" if users else "")
+        f"• {escape(' '.join(geos))}: {escape(now)} → *{escape(after)}*"
+        + (f" :warning: *no healthy pool: {escape(users)}*" if users else "")
         for (now, after, users), geos in moved.items()
     ]
-    lines += [f"• {' '.join(geos)}: stay on {region}" for region, geos in stay.items()]
+    lines += [
+        f"• {escape(' '.join(geos))}: stay on {escape(region)}" for region, geos in stay.items()
+    ]
     return "*Blast radius* (geo regions: serving now → after)\n" + "\n".join(lines)
 
 
@@ -40,33 +44,45 @@ def what(kind: str, region: str, origin: str | None) -> str:
 
 
 def refusal_reply(kind: str, region: str, origin: str | None, a: Assessment) -> Reply:
-    reasons = "\n".join(f"• `{r.rule}`: {r.text}" for r in a.refusals)
+    reasons = "\n".join(f"• `{escape(r.rule)}`: {escape(r.text)}" for r in a.refusals)
+    doing = escape(what(kind, region, origin))
     blocks: list[Block] = [
-        section(f":no_entry: Refused to {what(kind, region, origin)}:\n{reasons}"),
+        section(f":no_entry: Refused to {doing}:\n{reasons}"),
         section(blast_lines(a.blast)),
-        context(
-            "If you must, `--break-glass <rule>` overrides a named rule; it is recorded and "
-            "announced in the channel."
-        ),
+        context(escape(_after_refusal(a))),
     ]
     return Reply(
-        text=f"Refused to {what(kind, region, origin)}: " + "; ".join(r.text for r in a.refusals),
+        text=f"Refused to {doing}: " + "; ".join(escape(r.text) for r in a.refusals),
         blocks=blocks,
         outcome="rejected",
     )
 
 
+def _after_refusal(a: Assessment) -> str:
+    """What to do about a refusal: when only settling stands in the way, when to retry (breaking
+    glass for a wait of seconds would be the wrong lesson); otherwise the break-glass option."""
+    waits = [r.retry_after for r in a.refusals]
+    if waits and all(w is not None for w in waits):
+        return f"Only time stands in the way: retry after {max(w or 0 for w in waits)} s."
+    return (
+        "If you must, `--break-glass <rule>` overrides a named rule; it is recorded and "
+        "announced in the channel."
+    )
+
+
 def dry_run_reply(kind: str, region: str, origin: str | None, a: Assessment) -> Reply:
     if a.noop:
-        verdict = a.noop
+        verdict = escape(a.noop)
     elif a.refusals:
-        verdict = "It would be refused: " + "; ".join(f"`{r.rule}` {r.text}" for r in a.refusals)
+        verdict = "It would be refused: " + "; ".join(
+            f"`{escape(r.rule)}` {escape(r.text)}" for r in a.refusals
+        )
     else:
         verdict = "It would be allowed" + (
             ", with an approver's approval." if a.needs_approval else "."
         )
     blocks: list[Block] = [
-        section(f":mag: Dry run: {what(kind, region, origin)}. {verdict}"),
+        section(f":mag: Dry run: {escape(what(kind, region, origin))}. {verdict}"),
         section(blast_lines(a.blast)),
     ]
     return Reply(text=f"Dry run: {verdict}", blocks=blocks)
@@ -81,7 +97,7 @@ def proposal_reply(
     warn = ""
     if a.overridden:
         warn = "\n:rotating_light: *Break-glass*: overriding " + "; ".join(
-            f"`{r.rule}` ({r.text})" for r in a.overridden
+            f"`{escape(r.rule)}` ({escape(r.text)})" for r in a.overridden
         )
     approval = (
         "\nThe fallback pool: an approver must approve after you confirm."
@@ -89,8 +105,9 @@ def proposal_reply(
         else ""
     )
     blocks: list[Block] = [
-        section(f"Ready to {what(kind, region, origin)}.{approval}{warn}"),
+        section(f"Ready to {escape(what(kind, region, origin))} (#{op_id}).{approval}{warn}"),
         section(blast_lines(a.blast)),
+        *report_hint(kind, op_id),
         ActionsBlock(
             block_id=f"operation-{op_id}",
             elements=[
@@ -101,7 +118,8 @@ def proposal_reply(
                     style="danger",
                     confirm=ConfirmObject(
                         title=f"{kind.capitalize()} {region}?",
-                        text=f"This moves live traffic: {what(kind, region, origin)}.",
+                        # mrkdwn, as slack_sdk makes a confirm dialog's text
+                        text=f"This moves live traffic: {escape(what(kind, region, origin))}.",
                         confirm="Yes, go",
                         deny="No",
                     ),
@@ -110,14 +128,23 @@ def proposal_reply(
             ],
         ),
     ]
-    return Reply(text=f"Confirm: {what(kind, region, origin)}", blocks=blocks)
+    return Reply(text=f"Confirm: {escape(what(kind, region, origin))}", blocks=blocks)
+
+
+def report_hint(kind: str, op_id: int) -> list[Block]:
+    """Drains and drills share one numbering: a drill says which number its report has, so
+    that nobody asks for the report of the drain before it."""
+    if kind != "drill":
+        return []
+    return [context(f"Drill #{op_id}: `/failover drill report {op_id}` once it has run.")]
 
 
 def approval_blocks(op: OperationView, requester: str) -> list[Block]:
     return [
         section(
-            f":raising_hand: <@{requester}> asks to {what(op.kind, op.region, op.origin)} "
-            f"(the fallback pool): {op.reason}. An approver other than the requester must approve."
+            f":raising_hand: {mention(requester)} asks to "
+            f"{escape(what(op.kind, op.region, op.origin))} (the fallback pool): "
+            f"{escape(op.reason)}. An approver other than the requester must approve."
         ),
         ActionsBlock(
             block_id=f"approve-{op.id}",
@@ -164,7 +191,7 @@ STATE_EMOJI: dict[str, str] = {
 
 
 def operation_text(op: OperationView) -> str:
-    return f"{op.kind.capitalize()} of {op.origin or op.region}: {op.state}"
+    return f"{op.kind.capitalize()} #{op.id} of {op.origin or op.region}: {op.state}"
 
 
 def operation_blocks(op: OperationView) -> list[Block]:
@@ -173,18 +200,21 @@ def operation_blocks(op: OperationView) -> list[Block]:
     if op.break_glass:
         blocks.append(
             section(
-                f":rotating_light: *BREAK-GLASS*: rules overridden: {', '.join(op.break_glass)}"
+                ":rotating_light: *BREAK-GLASS*: rules overridden: "
+                + escape(", ".join(op.break_glass))
             )
         )
     facts = [
-        f"by <@{op.requested_by}>"
-        + (f", approved by <@{op.approved_by}>" if op.approved_by else ""),
-        f"reason: {op.reason}",
+        f"by {mention(op.requested_by)}"
+        + (f", approved by {mention(op.approved_by)}" if op.approved_by else ""),
+        f"reason: {escape(op.reason)}",  # typed by the requester: never markup
     ]
     if op.applied_at:
         facts.append(f"since {op.applied_at:%H:%M:%S} UTC")
     if op.expires_at and op.state == OpState.ACTIVE:
         facts.append(f"restores itself at {op.expires_at:%H:%M:%S} UTC")
+    if op.kind == "drill":
+        facts.append(f"report: `/failover drill report {op.id}`")
     blocks.append(section(" · ".join(facts)))
     if op.blast:
         blocks.append(section(blast_lines(op.blast)))
@@ -200,15 +230,20 @@ def drains_reply(ops: Sequence[OperationView], now_text: str) -> Reply:
         if op.expires_at and op.applied_at:
             left = f", restores itself at {op.expires_at:%H:%M:%S} UTC"
         lines.append(
-            f"• *{op.origin or op.region}* {op.state} by <@{op.requested_by}>: {op.reason}{left}"
+            f"• #{op.id} *{escape(op.origin or op.region)}* {op.state} by "
+            f"{mention(op.requested_by)}: "
+            f"{escape(op.reason)}{left}"
         )
     return Reply(
         text=f"{len(ops)} drains",
-        blocks=[section("*Drains*\n" + "\n".join(lines)), context(now_text)],
+        blocks=[section("*Drains*\n" + "\n".join(lines)), context(escape(now_text))],
     )
 
 
 def _said(text: str, emoji: str = "") -> Reply:
+    """A one-line answer; its words are plain text (names, states), never markup, except the
+    backticks around a command."""
+    text = escape(text)
     return Reply(text=text, blocks=[section(f"{emoji} {text}".strip())])
 
 
@@ -230,16 +265,14 @@ def cancel_reply(outcome: Cancelled, op: OperationView | None, was: str, asked: 
 
 
 def restore_reply(outcome: Restore, region: str, op: OperationView | None) -> Reply:
-    number = f" (#{op.id})" if op else ""
+    name = f"drain #{op.id} of {region}" if op else f"drain of {region}"  # the one acted on
     text = {
         Restore.NOT_DRAINED: f"{region} is not drained: nothing to restore.",
-        Restore.CANCELLED: (
-            f"The pending drain of {region}{number} is cancelled; nothing had changed."
-        ),
-        Restore.ALREADY: f"{region} is already being restored{number}.",
+        Restore.CANCELLED: f"The pending {name} is cancelled; nothing had changed.",
+        Restore.ALREADY: f"The {name} is already being restored.",
     }.get(
         outcome,
-        f"Restoring {region}{number}; the drain's thread will say when it serves its regions "
+        f"Restoring {region}, ending the {name}; its thread will say when it serves its regions "
         "again.",
     )
     return _said(text, ":leftwards_arrow_with_hook:" if outcome is Restore.RESTORING else "")
@@ -248,8 +281,13 @@ def restore_reply(outcome: Restore, region: str, op: OperationView | None) -> Re
 def extend_reply(
     op: OperationView | None, until: datetime | None, capped: bool, region: str
 ) -> Reply:
-    if op is None or until is None:
+    if op is None:
         return _said(f"{region} has no active drain to extend.")
+    if until is None:
+        return _said(
+            f"The drain #{op.id} of {region} is {op.state.replace('_', ' ')}, not in force: "
+            "nothing to extend."
+        )
     cap = " (the maximum)" if capped else ""
     return _said(
         f"The drain #{op.id} of {region} now restores itself at {until:%H:%M:%S} UTC{cap}."
@@ -260,7 +298,10 @@ def confirmed_reply(op: OperationView, user: str) -> Reply:
     """What the requester's confirm button says, by where the operation went."""
     if op.state == OpState.AWAITING_APPROVAL:
         return Reply(
-            text=f"<@{user}> asks an approver to approve: {op.kind} #{op.id} of {op.region}",
+            text=(
+                f"{mention(user)} asks an approver to approve: "
+                f"{op.kind} #{op.id} of {escape(op.region)}"
+            ),
             blocks=approval_blocks(op, user),
             public=True,
         )
@@ -282,9 +323,12 @@ def confirmed_reply(op: OperationView, user: str) -> Reply:
 
 def approved_reply(op: OperationView, user: str) -> Reply:
     return Reply(
-        text=f"Approved: {op.kind} #{op.id} of {op.region}.",
+        text=f"Approved: {op.kind} #{op.id} of {escape(op.region)}.",
         blocks=[
-            section(f":white_check_mark: Approved by <@{user}>: {op.kind} #{op.id} of {op.region}.")
+            section(
+                f":white_check_mark: Approved by {mention(user)}: "
+                f"{op.kind} #{op.id} of {escape(op.region)}."
+            )
         ],
         public=True,
     )
@@ -298,16 +342,19 @@ def _figure(found: Mapping[str, float | None] | None) -> str:
 
 def drill_report_reply(record: DrillRecord, rto_target: float, rejoin_target: float) -> Reply:
     op = record.drill
-    lines = [f"`{e.at:%H:%M:%S}` {e.text}" for e in record.journal]
+    # the journal quotes relays' and Cloudflare's errors and the requester's reason
+    lines = [f"`{e.at:%H:%M:%S}` {with_actor(escape(e.text))}" for e in record.journal]
     history = [
-        f"#{o.id} {o.state}: RTO {_figure(o.rto)}, rejoin {_figure(o.rejoin)}"
+        escape(f"#{o.id} {o.state}: RTO {_figure(o.rto)}, rejoin {_figure(o.rejoin)}")
         for o in record.earlier
     ]
     blocks: list[Block] = [
-        section(f"*Drill #{op.id} of {op.region}: {op.state.upper()}*"),
-        section(
-            f"RTO {_figure(op.rto)} (target < {rto_target:g} s) · "
-            f"rejoin {_figure(op.rejoin)} (target < {rejoin_target:g} s)"
+        section(f"*Drill #{op.id} of {escape(op.region)}: {op.state.upper()}*"),
+        section(  # vantage names are relays' (config), but "<" is markup to Slack
+            escape(
+                f"RTO {_figure(op.rto)} (target < {rto_target:g} s) · "
+                f"rejoin {_figure(op.rejoin)} (target < {rejoin_target:g} s)"
+            )
         ),
         section("*Journal*\n" + "\n".join(lines)[:2900]),
         context("Earlier drills of this region: " + ("; ".join(history) if history else "none")),
@@ -319,15 +366,16 @@ def drills_reply(ops: Sequence[OperationView]) -> Reply:
     if not ops:
         return Reply(
             text="No drills yet.",
-            blocks=[section("No drills yet. `/failover drill <region>` runs one.")],
+            blocks=[section(escape("No drills yet. `/failover drill <region>` runs one."))],
         )
     lines = [
-        f"• #{o.id} *{o.region}* scheduled for {o.at:%Y-%m-%d %H:%M} UTC ({o.reason})"
+        f"• #{o.id} *{escape(o.region)}* scheduled for {o.at:%Y-%m-%d %H:%M} UTC "
+        f"({escape(o.reason)})"
         if o.state == OpState.SCHEDULED and o.at is not None
         else (
-            f"• #{o.id} *{o.region}* {o.state} · "
+            f"• #{o.id} *{escape(o.region)}* {o.state} · "
             + (f"{o.created_at:%Y-%m-%d %H:%M} UTC · " if o.created_at else "")
-            + f"RTO {_figure(o.rto)}"
+            + f"RTO {escape(_figure(o.rto))}"
         )
         for o in ops
     ]
@@ -337,6 +385,7 @@ def drills_reply(ops: Sequence[OperationView]) -> Reply:
 
 
 def noop_reply(text: str) -> Reply:
+    text = escape(text)
     return Reply(text=text, blocks=[section(f":information_source: {text}")])
 
 
@@ -345,5 +394,5 @@ def restore_preview_reply(region: str, rows: Sequence[BlastRow], wait: float | N
     when = ""
     if wait is not None:
         when = f" Once Cloudflare has checked it (within about {format_duration(wait)}):"
-    text = f"Dry run: restore {region}." + (when if moves else " Nothing would move.")
+    text = escape(f"Dry run: restore {region}." + (when if moves else " Nothing would move."))
     return Reply(text=text, blocks=[section(f":mag: {text}"), section(blast_lines(rows))])

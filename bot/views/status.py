@@ -13,6 +13,7 @@ from bot.observations import ProbeResult
 from bot.reads import PublicCheck
 from bot.routing import Route, Users, Via, effective_policy
 from bot.views.reply import Reply, context, section
+from bot.views.text import escape
 
 STATE_EMOJI = {
     PoolState.HEALTHY: ":large_green_circle:",
@@ -27,9 +28,10 @@ MAX_ORIGINS_SHOWN = 12  # a section holds 3,000 characters; list the worst first
 def _origin_line(p: ProbeResult) -> str:
     latency = f", {format_duration(p.latency)}" if p.latency is not None else ""
     if p.healthy:
-        return f"• `{p.origin}` healthy{latency}"
+        return f"• `{escape(p.origin)}` healthy{latency}"
     tries = f", {p.attempts} attempts" if p.attempts > 1 else ""
-    return f"• `{p.origin}` *{p.reason}*{latency}{tries}"
+    # the reason may quote the gateway's answer (its failing checks): the gateway's words
+    return f"• `{escape(p.origin)}` *{escape(p.reason)}*{latency}{tries}"
 
 
 def _cloudflare_line(rs: RegionStatus) -> str | None:
@@ -47,13 +49,16 @@ def _cloudflare_line(rs: RegionStatus) -> str | None:
         )
     if pool.healthy:
         return "  Cloudflare: healthy"
-    why = f": {rs.cloudflare_reasons}" if rs.cloudflare_reasons else ""
+    why = f": {escape(rs.cloudflare_reasons)}" if rs.cloudflare_reasons else ""
     return f"  Cloudflare: *unhealthy*{why}"
 
 
 def _region_block(status: FleetStatus, rs: RegionStatus) -> Block:
     r = rs.region
-    head = f"{STATE_EMOJI[rs.state]} *{r.name}* ({r.role}) · pool `{r.pool}` · *{rs.state}*"
+    head = (
+        f"{STATE_EMOJI[rs.state]} *{escape(r.name)}* ({escape(r.role)}) · "
+        f"pool `{escape(r.pool)}` · *{rs.state}*"
+    )
     worst_first = sorted(rs.probes, key=lambda p: (p.healthy, p.origin))
     lines = [_origin_line(p) for p in worst_first[:MAX_ORIGINS_SHOWN]]
     hidden = len(worst_first) - MAX_ORIGINS_SHOWN
@@ -63,7 +68,7 @@ def _region_block(status: FleetStatus, rs: RegionStatus) -> Block:
     noticing = status.noticing(rs)
     extra = [cf] if cf else []
     if noticing:
-        extra.append(f"  _{noticing}_")
+        extra.append(f"  _{escape(noticing)}_")
     return section("\n".join([head, *lines, *extra]))
 
 
@@ -82,9 +87,10 @@ def _routing_block(status: FleetStatus) -> Block | None:
     policy = f"{effective_policy(lb)} steering" if lb else "steering"
     lines = [f"*Routing* (Cloudflare's {policy}, by its own health)"]
     for region, geos in by_pool.items():
-        notes = [f"{' '.join(g)}: {note}" for (to, note), g in moved.items() if to == region]
+        # geo codes are the keys of Cloudflare's region_pools: its account's words too
+        notes = [f"{escape(' '.join(g))}: {n}" for (to, n), g in moved.items() if to == region]
         extra = f"  _({'; '.join(notes)})_" if notes else ""
-        lines.append(f"• *{region}* ← {' '.join(geos)}{extra}")
+        lines.append(f"• *{escape(region)}* ← {escape(' '.join(geos))}{extra}")
     return section("\n".join(lines))
 
 
@@ -97,8 +103,8 @@ def _route_note(status: FleetStatus, route: Route) -> str:
     if route.users is Users.ORIGIN_ERRORS:
         return "no healthy pool, on the unhealthy fallback: *users get errors*"
     if route.via is Via.FALLBACK:
-        return f"on the fallback: no healthy pool in their list (from {home})"
-    return f"failed over from {home}"
+        return f"on the fallback: no healthy pool in their list (from {escape(home)})"
+    return f"failed over from {escape(home)}"
 
 
 # Cloudflare's own error pages (support: "Troubleshooting Cloudflare 5XX errors"): no origin
@@ -114,15 +120,23 @@ EDGE_ERRORS = {
 
 
 def _public_line(check: PublicCheck) -> str:
+    # a relay's error, what the answer said and its Retry-After are a peer's words
+    where = escape(check.where)
     if check.error:
-        return f"• {check.where}: *{check.error}*"
-    served = check.region or (f"unknown (answer said {check.said!r})" if check.said else "unknown")
+        if check.error.startswith(check.where):  # "relay WEU answered nonsense (…)"
+            return f"• *{escape(check.error)}*"
+        return f"• {where}: *{escape(check.error)}*"
+    served = escape(
+        check.region or (f"unknown (answer said {check.said!r})" if check.said else "unknown")
+    )
     if check.region is None and check.status in EDGE_ERRORS:
         served = f"Cloudflare's edge: {EDGE_ERRORS[check.status]}"
     latency = f", {format_duration(check.latency)}" if check.latency is not None else ""
-    retry = f", Retry-After {check.retry_after}" if check.retry_after and not check.ok else ""
+    retry = (
+        f", Retry-After {escape(check.retry_after)}" if check.retry_after and not check.ok else ""
+    )
     mark = "" if check.ok else "*"
-    return f"• {check.where}: {mark}HTTP {check.status}{mark}{latency}, served by {served}{retry}"
+    return f"• {where}: {mark}HTTP {check.status}{mark}{latency}, served by {served}{retry}"
 
 
 def _settings_line(status: FleetStatus) -> str | None:
@@ -131,13 +145,15 @@ def _settings_line(status: FleetStatus) -> str | None:
         return None
     lb = view.load_balancer
     order = " › ".join(status.region_of_pool(p) for p in lb.default_pools)
-    text = (
+    # names and settings as Cloudflare holds them: whoever edits the account wrote them
+    fallback = status.region_of_pool(lb.fallback_pool)
+    text = escape(
         f"`{lb.name}` · {effective_policy(lb)} steering · default {order} · "
-        f"fallback {status.region_of_pool(lb.fallback_pool)} · affinity {lb.session_affinity}"
+        f"fallback {fallback} · affinity {lb.session_affinity}"
     )
     if view.monitor is not None:
         m = view.monitor
-        text += (
+        text += escape(
             f" · monitor {m.method} {m.path} every {m.interval:g} s, timeout {m.timeout:g} s, "
             f"{m.retries} retries"
         )
@@ -152,7 +168,7 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
         head = head[:149].rsplit(" ", 1)[0].rstrip(";:,") + "…"
     blocks: list[Block] = [HeaderBlock(text=head)]
     if len(verdict) > 140 or status.gray_failures:
-        blocks.append(section(f":warning: {verdict}"[:3000]))
+        blocks.append(section(f":warning: {escape(verdict)}"))
     blocks += [_region_block(status, rs) for rs in status.regions]
     routing = _routing_block(status)
     if routing is not None:
@@ -167,11 +183,11 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
             context("Cloudflare: not configured (set CLOUDFLARE_API_TOKEN, _ACCOUNT_ID, _ZONE_ID)")
         )
     elif cf.view is None:
-        blocks.append(context(f":warning: Cloudflare's view is missing: {cf.error}"))
+        blocks.append(context(f":warning: Cloudflare's view is missing: {escape(cf.error)}"))
     elif (stale := cf.view.staleness(status.checked_at)) is not None:
-        blocks.append(context(f":warning: Cloudflare's view: {stale}"))
+        blocks.append(context(f":warning: Cloudflare's view: {escape(stale)}"))
     for note in status.notes:
-        blocks.append(context(f":warning: Routing table: {note}"))
+        blocks.append(context(f":warning: Routing table: {escape(note)}"))
     settings = _settings_line(status)
     if settings:
         blocks.append(context(settings))
@@ -180,7 +196,9 @@ def status_reply(status: FleetStatus, probe_desc: str, public: bool = False) -> 
     blocks.append(
         context(
             f"Bot's probes from where the bot runs · {status.checked_at:%H:%M:%S} UTC · "
-            f"took {format_duration(status.elapsed)}{read} · {probe_desc}"
+            f"took {format_duration(status.elapsed)}{read} · {escape(probe_desc)}"
         )
     )
-    return Reply(text=f"{icon} Failover status: {verdict}", blocks=blocks, public=public)
+    # the header is plain_text (never parsed); the fallback text is mrkdwn
+    text = f"{icon} Failover status: {escape(verdict)}"
+    return Reply(text=text, blocks=blocks, public=public)

@@ -6,6 +6,7 @@ from slack_sdk.models.blocks import Block, HeaderBlock
 
 from bot.routing import Users
 from bot.views.reply import Reply, context, section
+from bot.views.text import escape
 from bot.whatif import Row, WhatIf
 
 GETS = {
@@ -18,20 +19,21 @@ GETS = {
 
 
 def _line(row: Row) -> str:
-    geos = " ".join(row.geos)
-    target = f"the fallback {row.after}" if row.fallback else row.after
+    # pool names and geo codes may be the account's own, unknown to failover.toml: escaped
+    geos, now, after = escape(" ".join(row.geos)), escape(row.now), escape(row.after)
+    target = f"the fallback {after}" if row.fallback else after
     if row.unnoticed:
         return (
-            f":x: {geos}: stay on {row.after}, which is down: *no monitor, so Cloudflare never "
+            f":x: {geos}: stay on {after}, which is down: *no monitor, so Cloudflare never "
             "notices and users get its errors*"
         )
     if not row.healthy and row.now == row.after:
         return f":x: {geos}: no failover, they stay on {target}: *{GETS[row.users]}*"
     if not row.healthy:
-        return f":x: {geos}: {row.now} → *{target}*: *{GETS[row.users]}*"
+        return f":x: {geos}: {now} → *{target}*: *{GETS[row.users]}*"
     if row.now == row.after:
-        return f":white_check_mark: {geos}: stay on {row.after}"
-    return f":large_yellow_circle: {geos}: {row.now} → *{target}*, served"
+        return f":white_check_mark: {geos}: stay on {after}"
+    return f":large_yellow_circle: {geos}: {now} → *{target}*, served"
 
 
 def whatif_reply(w: WhatIf, source: str) -> Reply:
@@ -47,12 +49,12 @@ def whatif_reply(w: WhatIf, source: str) -> Reply:
     rows = sorted(w.rows, key=lambda r: (r.healthy, not r.moves))
     blocks: list[Block] = [
         HeaderBlock(text=f"What if {what}?"[:150]),
-        section(f"*{summary}*\n" + "\n".join(_line(r) for r in rows)),
+        section(f"*{escape(summary)}*\n" + "\n".join(_line(r) for r in rows)),
     ]
     notes = [w.notice] if w.notice else []
     if w.unhealthy_now:
         notes.append(f"already not healthy, and kept so: {', '.join(w.unhealthy_now)}")
     notes += [f":warning: {n}" for n in w.notes]
     notes.append(f"computed from {source}; nothing was changed")
-    blocks.append(context(*notes))
-    return Reply(text=f"What if {what}: {summary}", blocks=blocks)
+    blocks.append(context(*(escape(n) for n in notes)))
+    return Reply(text=escape(f"What if {what}: {summary}"), blocks=blocks)

@@ -91,7 +91,7 @@ async def test_serve_refuses_a_schema_one_revision_behind(
     await engine.dispose()
     with pytest.raises(
         SchemaOutOfDate,
-        match="schema is at 0001 but this bot needs 0004: run `failover-bot migrate`",
+        match="schema is at 0001 but this bot needs 0006: run `failover-bot migrate`",
     ):
         await build_bot(sandbox_settings(world, database_url))
 

@@ -86,7 +86,7 @@ class Ops:
 @pytest.fixture
 async def ops(watching: tuple[Sandbox, Bot]) -> AsyncIterator[Ops]:
     world, bot = watching
-    server = LocalServer(build_web_app(bot.slack))
+    server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
     await server.start()
     user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
     yield Ops(world, bot, user)

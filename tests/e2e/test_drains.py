@@ -19,7 +19,8 @@ from .conftest import Ops
 
 async def test_drain_confirm_apply_expire_and_rejoin(ops: Ops) -> None:
     shown = await ops.say("drain eu-west --for 6s database upgrade")
-    assert "Ready to drain eu-west." in shown and "WEU EEU ME NAF SAF: eu-west → us-east" in shown
+    assert "Ready to drain eu-west (#1)." in shown
+    assert "WEU EEU ME NAF SAF: eu-west → us-east" in shown
     assert await ops.pool_enabled("eu-west")  # nothing happens before the confirm dialog
     reply = await ops.press("Drain eu-west")
     assert "Draining eu-west" in render_message(reply)
@@ -35,7 +36,7 @@ async def test_drain_confirm_apply_expire_and_rejoin(ops: Ops) -> None:
     await eventually(expired_and_back, within=25)
     assert await ops.pool_enabled("eu-west")
     channel = "\n".join(ops.channel())
-    assert "Drain of eu-west" in channel and "reason: database upgrade" in channel
+    assert "Drain #1 of eu-west" in channel and "reason: database upgrade" in channel
     assert "the drain expired: restoring it" in channel
     assert "Cloudflare sends WEU EEU ME NAF SAF to us-east" in channel  # in the drain's thread
     async with sessionmaker(ops.bot.engine)() as session:
@@ -202,7 +203,7 @@ async def test_app_home_shows_the_dashboard_and_follows_changes(ops: Ops) -> Non
     async def refreshed() -> bool:
         await home.refresh(leadership.notifier)  # the 10 s job, run now
         views = [str(v["view"]) for v in await published()]
-        return any("drain of apac-sg" in v for v in views)
+        return any("drain #1 of apac-sg" in v for v in views)  # by its number, as elsewhere
 
     await eventually(refreshed, within=10)
 

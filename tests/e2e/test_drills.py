@@ -34,7 +34,7 @@ async def drill_state(engine_url: str) -> Operation | None:
 
 async def test_drill_succeeds_with_figures_and_opens_no_incident(ops: Ops) -> None:
     shown = await ops.say("drill eu-west")
-    assert "Ready to drill eu-west." in shown
+    assert "Ready to drill eu-west (#1)." in shown
     await ops.press("Drill eu-west")
 
     async def finished() -> bool:
@@ -163,7 +163,7 @@ async def test_sigkill_during_the_hold_is_restored_after_restart(tmp_path: Path)
 async def test_a_drill_scheduled_with_at_is_listed_and_cancelled(ops: Ops) -> None:
     at = datetime.now(UTC) + timedelta(hours=2)
     shown = await ops.say(f"drill eu-west --at {at:%Y-%m-%d %H:%M}")
-    assert "Ready to drill eu-west." in shown
+    assert "Ready to drill eu-west (#1)." in shown
     await ops.press("Drill eu-west")
     listed = await ops.say("drills")
     assert f"eu-west scheduled for {at:%Y-%m-%d %H:%M} UTC" in listed
