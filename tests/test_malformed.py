@@ -124,6 +124,23 @@ async def test_a_non_integer_timestamp_is_401(
     assert served.world.slack.calls == []
 
 
+async def test_a_repeated_signing_header_is_401(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A captured request with a second timestamp added: the guard and Bolt must not read
+    different values (Bolt reads the last one)."""
+    body = form().encode()
+    headers = list(signed(served.world.signing_secret, body).items())
+    headers.append(("X-Slack-Request-Timestamp", "x"))
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await http.post(served.events_url, content=body, headers=headers)
+    assert resp.status_code == 401
+    one_line(caplog, "X-Slack-Request-Timestamp sent 2 times")
+    assert served.world.slack.calls == []
+
+
 async def test_a_non_ascii_signature_is_401(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -151,6 +168,16 @@ BODIES: dict[str, tuple[bytes, str]] = {
     "invalid UTF-8": (b"command=%2Ffailover&text=\xff\xfe\xfd", "form"),
     "deep nesting": (urlencode({"payload": _nested(100_000)}).encode(), "form"),
     "deep JSON": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "json"),
+    # Signed shapes Bolt takes in but its listeners cannot (found by a hostile pass: 500s).
+    "no actions": (
+        urlencode({"payload": '{"type": "block_actions", "actions": []}'}).encode(),
+        "form",
+    ),
+    "actions not objects": (
+        urlencode({"payload": '{"type": "block_actions", "actions": ["x"]}'}).encode(),
+        "form",
+    ),
+    "event a string": (b'{"type": "event_callback", "event": "x"}', "json"),
 }
 CONTENT_TYPES = {"form": "application/x-www-form-urlencoded", "json": "application/json"}
 
@@ -518,8 +545,10 @@ def test_the_signer_matches_slack_sdk() -> None:
     ).generate_signature(timestamp=ts, body=body.decode())
 
 
-def test_nine_bodies() -> None:
-    assert len(BODIES) == 9 and json.loads(BODIES["JSON a list"][0]) == [{"type": "event_callback"}]
+def test_the_issues_nine_bodies_and_three_more() -> None:
+    assert len(BODIES) == 12 and json.loads(BODIES["JSON a list"][0]) == [
+        {"type": "event_callback"}
+    ]
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,34 @@ def _shown(value: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _one(headers: Mapping[str, str], name: str) -> str | None:
+    """A header sent once; sent twice it is refused (Bolt would read the other value)."""
+    getall = getattr(headers, "getall", None)
+    values: list[str] = list(getall(name, [])) if getall is not None else []
+    if getall is None and name in headers:
+        values = [headers[name]]
+    if len(values) > 1:
+        raise Refused(401, f"{name} sent {len(values)} times")
+    return values[0] if values else None
+
+
+def _check_shape(body: Mapping[str, object]) -> None:
+    """The parts of Slack's payloads the bot reads, in the shapes Slack sends them: a click's
+    ``actions`` a non-empty list of objects, an event's ``event`` an object."""
+    actions = body.get("actions")
+    if body.get("type") == "block_actions" and (
+        not isinstance(actions, list)
+        or not actions
+        or not all(isinstance(a, dict) for a in actions)
+    ):
+        raise Refused(400, "malformed body: block_actions without a list of actions")
+    if "event" in body and not isinstance(body["event"], dict):
+        raise Refused(400, "malformed body: event is not an object")
+    for part in ("team", "user", "channel"):
+        if part in body and not isinstance(body[part], dict | str):
+            raise Refused(400, f"malformed body: {part} is neither an object nor an id")
+
+
 @dataclass(frozen=True)
 class SlackGuard:
     signing_secret: str
@@ -61,8 +89,8 @@ class SlackGuard:
         """Slack's v0 signature over ``raw``, with a timestamp within five minutes."""
         if not self.signing_secret:
             raise Refused(401, "no SLACK_SIGNING_SECRET to check signatures with")
-        timestamp = headers.get("X-Slack-Request-Timestamp")
-        signature = headers.get("X-Slack-Signature")
+        timestamp = _one(headers, "X-Slack-Request-Timestamp")
+        signature = _one(headers, "X-Slack-Signature")
         if timestamp is None or signature is None:
             raise Refused(401, "unsigned: no X-Slack-Request-Timestamp or X-Slack-Signature")
         if not _TIMESTAMP.fullmatch(timestamp):
@@ -92,12 +120,13 @@ class SlackGuard:
             raise Refused(400, f"malformed body: {type(exc).__name__}") from None
         if not isinstance(bolt.body, dict):
             raise Refused(400, f"malformed body: a JSON {type(bolt.body).__name__}, not an object")
+        _check_shape(bolt.body)
         return bolt
 
     def check_team(self, bolt: AsyncBoltRequest) -> None:
         if self.team_id is None:
             return
-        if bolt.body.get("type") == "url_verification" or "ssl_check" in bolt.body:
+        if bolt.body.get("type") == "url_verification" or bolt.body.get("ssl_check") == "1":
             return  # Slack's own checks of the URL carry no workspace
         team = bolt.context.team_id
         # An Enterprise Grid org (E…) is named by its enterprise id, a workspace by its team id.
