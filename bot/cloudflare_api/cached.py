@@ -255,44 +255,18 @@ class CachedLoadBalancer:
         await self.inner.aclose()
 
 
-class FreshReads:
+class FreshReads(CachedLoadBalancer):
     """A CachedLoadBalancer whose live view is read at the moment it is asked for (see
-    ``CachedLoadBalancer.fresh``); everything else, changes included, is the cache's."""
+    ``CachedLoadBalancer.fresh``); everything else, the caches and changes included, is the
+    cache's own (the same objects, not copies)."""
 
     def __init__(self, cached: CachedLoadBalancer) -> None:
-        self.cached = cached
+        self.inner, self.ttl, self.config_ttl = cached.inner, cached.ttl, cached.config_ttl
+        self.clock, self.wall = cached.clock, cached.wall
+        self._pools, self._lbs, self._monitors = cached._pools, cached._lbs, cached._monitors
 
-    async def live_view(self, hostname: str) -> LiveView:
-        return await self.cached.live_view(hostname, max_age=0.0)
-
-    async def pools(self) -> list[PoolInfo]:
-        return await self.cached.pools()
-
-    async def pool(self, pool_id: str) -> PoolInfo:
-        return await self.cached.pool(pool_id)
-
-    async def pool_health(self, pool_id: str) -> PoolHealth:
-        return await self.cached.pool_health(pool_id)
-
-    async def load_balancer(self, hostname: str) -> LoadBalancerInfo:
-        return await self.cached.load_balancer(hostname)
-
-    async def monitor(self, monitor_id: str) -> MonitorInfo:
-        return await self.cached.monitor(monitor_id)
-
-    async def monitors(self) -> list[MonitorInfo]:
-        return await self.cached.monitors()
-
-    async def health_events(
-        self, since: datetime | None = None, pool_id: str | None = None
-    ) -> list[HealthEvent]:
-        return await self.cached.health_events(since=since, pool_id=pool_id)
-
-    async def set_pool_enabled(self, pool_id: str, enabled: bool) -> PoolInfo:
-        return await self.cached.set_pool_enabled(pool_id, enabled)
-
-    async def set_origin_enabled(self, pool_id: str, origin: str, enabled: bool) -> PoolInfo:
-        return await self.cached.set_origin_enabled(pool_id, origin, enabled)
+    async def live_view(self, hostname: str, max_age: float | None = None) -> LiveView:
+        return await super().live_view(hostname, max_age=0.0)
 
     async def aclose(self) -> None:
         """The cache's owner closes it."""
