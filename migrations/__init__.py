@@ -2,4 +2,4 @@
 
 # The newest revision: what a serving bot expects to find, without loading Alembic
 # (tests/db/test_schema.py holds it against Alembic's own head).
-HEAD = "0006"
+HEAD = "0007"

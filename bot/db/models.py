@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -87,6 +87,12 @@ class Incident(Base):
     time_to_detect: Mapped[float | None] = mapped_column(Float, nullable=True)
     rto: Mapped[float | None] = mapped_column(Float, nullable=True)
     time_to_recover: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # PagerDuty: the dedup key once paged; who acknowledged the page, when, and from where
+    # (slack: the Ack button; pagerduty: learnt from its webhook).
+    page_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    acknowledged_via: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class TimelineEvent(Base):
@@ -201,3 +207,48 @@ class HomeViewer(Base):
 
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CloudflareNotification(Base):
+    """A notification Cloudflare delivered to the webhook, as received by any instance; the lease
+    holder applies it to the watch (``handled_at``) and says what it made of it (``result``)."""
+
+    __tablename__ = "cloudflare_notifications"
+    __table_args__ = (Index("ix_cloudflare_notifications_pending", "handled_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    notified_at: Mapped[datetime] = mapped_column(UTCDateTime())  # Cloudflare's own ``ts``
+    alert_type: Mapped[str] = mapped_column(String(64))
+    alert_event: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    policy_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pool: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the pool's name
+    origin: Mapped[str | None] = mapped_column(String(255), nullable=True)  # for origin alerts
+    healthy: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # the new health
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class Page(Base):
+    """An event owed to PagerDuty's Events API: sent in order by the leader, retried with
+    backoff (``next_attempt_at``) while PagerDuty is unreachable, so a crash repeats at most one."""
+
+    __tablename__ = "pages"
+    __table_args__ = (Index("ix_pages_pending", "sent_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))  # trigger, acknowledge, resolve
+    severity: Mapped[str] = mapped_column(String(16))  # critical, error, warning, info
+    summary: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)  # picks a routing key
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, inspect, select
 from sqlalchemy.exc import DBAPIError
 
+import migrations
 from bot.assembly import build_bot
 from bot.db import schema
 from bot.db.audit import SqlAuditTrail
@@ -91,7 +92,7 @@ async def test_serve_refuses_a_schema_one_revision_behind(
     await engine.dispose()
     with pytest.raises(
         SchemaOutOfDate,
-        match="schema is at 0001 but this bot needs 0006: run `failover-bot migrate`",
+        match=f"schema is at 0001 but this bot needs {migrations.HEAD}: run `failover-bot migrate`",
     ):
         await build_bot(sandbox_settings(world, database_url))
 
