@@ -36,6 +36,18 @@ _EXPECTED = {
     "metrics_token": "a bearer token that scrapers of /metrics must send",
     "http_header_timeout": "seconds, more than 0 and at most 300",
     "http_body_timeout": "seconds, more than 0 and at most 300",
+    "public_url": "the bot's public https base URL, as Cloudflare and PagerDuty reach it "
+    "(e.g. https://failover.example.com)",
+    "cloudflare_webhook_secret": "the secret Cloudflare sends in cf-webhook-auth "
+    "(`failover-bot notifications setup` generates one)",
+    "pagerduty_routing_key": "the 32-character Integration Key of a PagerDuty Events API v2 "
+    "integration",
+    "pagerduty_routing_keys": "region=key pairs separated by commas, e.g. "
+    "eu-west=KEY1,apac-sg=KEY2",
+    "pagerduty_events_url": "an http(s) URL (default https://events.pagerduty.com/v2/enqueue)",
+    "pagerduty_severities": "the severities that page, comma-separated, from critical, warning, "
+    "info (default critical)",
+    "pagerduty_webhook_secret": "the signing secret of the PagerDuty webhook subscription",
 }
 
 
@@ -69,6 +81,17 @@ class Settings(BaseSettings):
     # keep-alive connection is kept), then the body. Slack sends small bodies at once.
     http_header_timeout: float = Field(default=10.0, gt=0, le=300)
     http_body_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Where Cloudflare and PagerDuty reach this bot (notifications setup, check).
+    public_url: str | None = None
+    # Cloudflare's notifications (POST /cloudflare/notifications): the cf-webhook-auth secret.
+    cloudflare_webhook_secret: str | None = None
+    # PagerDuty: the Events API v2 routing key (per region where given), what pages, the
+    # endpoint (the sandbox's stand-in in the demo) and the v3 webhook's signing secret.
+    pagerduty_routing_key: str | None = None
+    pagerduty_routing_keys: str | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_severities: str = "critical"
+    pagerduty_webhook_secret: str | None = None
 
     @field_validator(
         "slack_bot_token",
@@ -79,6 +102,11 @@ class Settings(BaseSettings):
         "cloudflare_zone_id",
         "cloudflare_base_url",
         "relay_token",
+        "public_url",
+        "cloudflare_webhook_secret",
+        "pagerduty_routing_key",
+        "pagerduty_routing_keys",
+        "pagerduty_webhook_secret",
         mode="before",
     )
     @classmethod
@@ -123,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not a channel id")
         return v
 
-    @field_validator("slack_api_url", "cloudflare_base_url")
+    @field_validator("slack_api_url", "cloudflare_base_url", "public_url", "pagerduty_events_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith(("http://", "https://")):
