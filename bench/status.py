@@ -92,7 +92,9 @@ async def over_slack(world: Sandbox, tmp: str, commands: int) -> tuple[list[floa
     missing = 0
     try:
         bot = await migrated_bot(world.bot_settings(url))
-        server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
+        server = LocalServer(
+            build_web_app(bot.slack, bot.engine, settings=bot.settings, webhooks=bot.webhooks)
+        )
         await server.start()
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
         print(f"(a) {commands} /failover status over Slack, one after another", flush=True)

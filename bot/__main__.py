@@ -1,4 +1,5 @@
-"""``failover-bot``: serve, migrate, check, discover, relay, sandbox, demo. Wiring only."""
+"""``failover-bot``: serve, migrate, check, discover, notifications, relay, sandbox, demo. Wiring
+only."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ async def serve(socket_mode: bool) -> None:
         else:
             from bot.slack.server import build_web_app, start_metrics
 
-            app = build_web_app(bot.slack, bot.engine, settings=settings)
+            app = build_web_app(bot.slack, bot.engine, settings=settings, webhooks=bot.webhooks)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             assert listening is not None
@@ -167,6 +168,13 @@ async def discover(hostname: str | None, out: str, force: bool) -> None:
     header = f"# Discovered from the live account for {hostname}; review the roles and targets.\n"
     await asyncio.to_thread(target.write_text, header + tomli_w.dumps(data), encoding="utf-8")
     print(f"{target}: {len(data['regions'])} regions written from {hostname}")
+
+
+async def notifications_setup(url: str | None, dry_run: bool) -> int:
+    from bot.cloudflare_api.notification_setup import run_setup
+
+    settings = load_settings()
+    return await run_setup(settings, load_fleet(settings.failover_config), url, dry_run, print)
 
 
 async def relay(geo: str, port: int) -> None:
@@ -329,6 +337,26 @@ def parser() -> argparse.ArgumentParser:
         help="where to write it (default: failover.discovered.toml)",
     )
     d.add_argument("--force", action="store_true", help="replace --out if it exists")
+    n = command(
+        "notifications",
+        "Cloudflare's Load Balancing health alerts to this bot",
+        "Cloudflare's Load Balancing health alerts, sent to this bot's POST "
+        "/cloudflare/notifications: `setup` creates what Cloudflare needs to send them.",
+    )
+    nsub = n.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="setup: the destination and policy"
+    )
+    ns = nsub.add_parser(
+        "setup",
+        help="create or update the webhook destination and the notification policy",
+        description="Create (or update, idempotently) the webhook destination at PUBLIC_URL"
+        "/cloudflare/notifications with CLOUDFLARE_WEBHOOK_SECRET, and a Load Balancing health "
+        "alert policy for the pools of failover.toml. Without the secret, prints a new one.",
+    )
+    ns.add_argument(
+        "--dry-run", action="store_true", help="print what would change, change nothing"
+    )
+    ns.add_argument("--url", help="the bot's public base URL (default: PUBLIC_URL)")
     r = command("relay", "see the public hostname from another region: serve GET /check", RELAY)
     r.add_argument(
         "--geo",
@@ -386,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(check(args.socket_mode, args.online))
         elif args.command == "discover":
             asyncio.run(discover(args.hostname, args.out, args.force))
+        elif args.command == "notifications":
+            return asyncio.run(notifications_setup(args.url, args.dry_run))
         elif args.command == "relay":
             asyncio.run(relay(args.geo, args.port))
         elif args.command == "sandbox":

@@ -95,6 +95,10 @@ async def incident_view(
         stranded=dict(monitor.stranded) if monitor else {},
         silenced=sorted(muted),
         silenced_until={r: s.until for r, s in muted.items()},
+        paged=incident.page_key is not None,
+        acknowledged_at=incident.acknowledged_at,
+        acknowledged_by=incident.acknowledged_by,
+        acknowledged_via=incident.acknowledged_via,
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
 import aiohttp
+from aiohttp.typedefs import Handler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.access import Access
@@ -29,6 +30,9 @@ from bot.incidents import Incidents
 from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
 from bot.operations.workflow import Operations
+from bot.pagerduty import EventsApi
+from bot.pages import PageSender
+from bot.paging import Paging, PagingPolicy
 from bot.ports import LoadBalancer
 from bot.readiness import missing_sqlite_file
 from bot.records import IncidentRecords
@@ -36,7 +40,11 @@ from bot.scheduler import Leadership
 from bot.settings import Settings
 from bot.silences import Silences
 from bot.slack.app import SlackApp, SlackIdentity, build_bolt_app, group_members
+from bot.slack.cloudflare_webhook import PATH as NOTIFICATIONS
+from bot.slack.cloudflare_webhook import NotificationReceiver
 from bot.slack.notifier import SlackNotifier
+from bot.slack.pagerduty_webhook import PATH as PAGERDUTY_WEBHOOK
+from bot.slack.pagerduty_webhook import pagerduty_webhook
 from bot.status import StatusService
 from bot.vantages import Vantages
 from bot.watch import Watch, stored_state
@@ -56,6 +64,10 @@ class Bot:
     slack: SlackApp
     leadership: Leadership | None = None
     identity: SlackIdentity | None = None
+    # POST routes of other services on the HTTP app (Cloudflare's notifications, PagerDuty's
+    # webhook), by path.
+    webhooks: dict[str, Handler] = field(default_factory=dict)
+    paging: PagingPolicy = field(default_factory=PagingPolicy)
 
     async def verify_slack(self) -> None:
         """Check the bot token with Slack once, with retries (``serve`` does, before serving):
@@ -84,6 +96,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     settings.require(*settings.needed_to_serve(socket_mode))
     fleet = load_fleet(settings.failover_config)
     use_cloudflare = settings.cloudflare_configured  # validated before anything is opened
+    paging = PagingPolicy.from_settings(settings, fleet)  # a key for an unknown region stops
     if (missing := missing_sqlite_file(settings.database_url)) is not None:
         # Connecting would create it empty, only to refuse it for having no schema.
         raise SchemaOutOfDate(
@@ -124,7 +137,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     )
     clock = partial(datetime.now, UTC)
     channel = settings.slack_channel or ""
-    incidents = Incidents(fleet, channel)
+    incidents = Incidents(fleet, channel, Paging(paging, fleet) if paging.enabled else None)
     access = Access(fleet.access, None)
     operations = Operations(fleet, sessions, deciding, clock, channel)
     watch = Watch(fleet, sessions, incidents, loadbalancer, clock) if channel else None
@@ -168,12 +181,34 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
         # The watch probes on its own client: its concurrency cap must not starve status replies.
         watch_prober = Prober(fleet.monitor, max_concurrency=fleet.watch.probe_concurrency)
         drains = DrainDriver(fleet, sessions, loadbalancer, clock)
-        leadership = Leadership(
-            fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home, silences
+        pages = (
+            PageSender(sessions, EventsApi(settings.pagerduty_events_url, http), paging, clock)
+            if paging.enabled
+            else None
         )
-    return Bot(
-        settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership, identity
+        leadership = Leadership(
+            fleet, lease, watch, alerts, watch_prober, drains, drills, notifier, home, silences,
+            pages,
+        )  # fmt: skip
+    # Without their secrets both answer 404, saying so.
+    notifications = NotificationReceiver(
+        settings.cloudflare_webhook_secret,
+        settings.cloudflare_account_id,
+        sessions,
+        # The lease holder, when this instance is it, applies a stored notification at once.
+        notified=leadership.notified if leadership is not None else None,
+        body_timeout=settings.http_body_timeout,
     )
+    webhooks = {
+        NOTIFICATIONS: notifications.handle,
+        PAGERDUTY_WEBHOOK: pagerduty_webhook(
+            settings.pagerduty_webhook_secret, sessions, incidents, clock
+        ),
+    }
+    return Bot(
+        settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership, identity,
+        webhooks, paging,
+    )  # fmt: skip
 
 
 async def migrated_bot(settings: Settings, *, watch: bool = False) -> Bot:

@@ -17,9 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.models import Incident, OutboxPost, TimelineEvent
 from bot.fleet import Fleet
 from bot.monitor import Event, EventKind, Severity
+from bot.paging import Paging
 from bot.reads import Figures
 
 RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+# The Detected line names what confirmed the first event (an event's source, else "the <source>").
+CONFIRMED_BY = {"notification": "Cloudflare's notification (POST /cloudflare/notifications)"}
 TITLES = {
     EventKind.POOL_DEGRADED: "{region} degraded",
     EventKind.POOL_DOWN: "{region} down",
@@ -68,9 +71,10 @@ def owe(
 
 
 class Incidents:
-    def __init__(self, fleet: Fleet, channel: str) -> None:
+    def __init__(self, fleet: Fleet, channel: str, paging: Paging | None = None) -> None:
         self.fleet = fleet
         self.channel = channel
+        self.paging = paging  # PagerDuty: the pages owed, in the same transaction as the posts
 
     async def apply(
         self, session: AsyncSession, events: list[Event], now: datetime
@@ -99,7 +103,7 @@ class Incidents:
                     severity=event.severity.value,
                     text=(
                         f"first sign at {(event.began_at or event.at):%H:%M:%S} UTC, "
-                        f"confirmed by the {event.source}"
+                        f"confirmed by {CONFIRMED_BY.get(event.source, f'the {event.source}')}"
                     ),
                     source=event.source,
                 )
@@ -132,6 +136,8 @@ class Incidents:
                 incident.rto = _seconds(event.at, incident.began_at)
             owe(session, incident, "reply", now, entry)
             owe(session, incident, "update", now)
+            if self.paging is not None:
+                await self.paging.on_event(session, incident, event, now)
         return incident
 
     async def settle(
@@ -161,6 +167,8 @@ class Incidents:
         await session.flush()
         owe(session, incident, "close", now, entry)
         owe(session, incident, "update", now)
+        if self.paging is not None:
+            await self.paging.on_close(session, incident, now)
         return incident
 
     async def remind(self, session: AsyncSession, now: datetime) -> bool:
@@ -191,6 +199,40 @@ class Incidents:
         await session.flush()
         owe(session, incident, "reply", now, entry)
         return entry
+
+    async def acknowledge(
+        self, session: AsyncSession, incident: Incident, who: str, via: str, now: datetime
+    ) -> TimelineEvent | None:
+        """Record who acknowledged the incident's page, from Slack (``who`` a user id: PagerDuty
+        is told) or from PagerDuty (``who`` the agent's name: PagerDuty already knows). None when
+        it was acknowledged already: the first acknowledgement stands."""
+        if incident.acknowledged_at is not None:
+            return None
+        incident.acknowledged_at, incident.acknowledged_by = now, who[:128]
+        incident.acknowledged_via = via
+        slack = via == "slack"
+        entry = TimelineEvent(
+            incident_id=incident.id,
+            at=now,
+            kind="Acknowledged",
+            region=None,
+            severity=Severity.INFO.value,
+            text="page acknowledged in Slack" if slack else f"acknowledged in PagerDuty by {who}",
+            source="operator" if slack else "pagerduty",
+            author=who[:64] if slack else None,  # a Slack user id, shown as a mention
+        )
+        session.add(entry)
+        await session.flush()
+        owe(session, incident, "reply", now, entry)
+        owe(session, incident, "update", now)
+        if slack and self.paging is not None:
+            await self.paging.on_ack(session, incident, who, now)
+        return entry
+
+
+async def incident_by_page_key(session: AsyncSession, key: str) -> Incident | None:
+    found = await session.scalars(select(Incident).where(Incident.page_key == key).limit(1))
+    return found.first()
 
 
 async def recent_incidents(session: AsyncSession, limit: int = 10) -> list[Incident]:

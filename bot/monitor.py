@@ -105,7 +105,7 @@ class Event:
     began_at: datetime | None = None  # when the first sign of it was seen
     geos: tuple[str, ...] = ()
     to_region: str | None = None
-    source: str = "bot"  # bot, cloudflare
+    source: str = "bot"  # bot, cloudflare (an API read), notification (Cloudflare's)
 
     @property
     def severity(self) -> Severity:
@@ -135,6 +135,22 @@ class PoolTrack(BaseModel):
     outage_since: datetime | None = None
 
 
+class Sighting(BaseModel):
+    """One change of Cloudflare's health for a pool (keyed by its name) or an origin
+    ("pool/origin"), as the sources that show it to the bot saw it: the API read, Cloudflare's
+    notification, its health events (bot/sightings.py). One change seen by several sources is one
+    change."""
+
+    healthy: bool
+    at: datetime  # when it changed: the earliest time a source gives (Cloudflare's own if any)
+    first: str  # the source that showed it to the bot first
+    seen: dict[str, datetime] = Field(default_factory=dict)  # source -> when the bot learnt it
+    last_read: datetime | None = None  # the last API read that showed it
+    entry_id: int | None = None  # the incident's timeline entry about it, if written
+    entry_source: str | None = None  # who wrote that entry
+    head: str = ""  # the entry's text before what says who saw it first
+
+
 class MonitorState(BaseModel):
     pools: dict[str, PoolTrack] = Field(default_factory=dict)  # by region name
     routes: dict[str, str] = Field(default_factory=dict)  # geo -> region serving it, as last read
@@ -148,6 +164,9 @@ class MonitorState(BaseModel):
     cloudflare_read_at: datetime | None = None
     # Seconds Cloudflare needs to notice (bot/detection.py), from the last read of its monitor.
     notice: dict[str, float] = Field(default_factory=dict)
+    # Cloudflare's last health change per pool and origin, and who saw it first (stored JSON:
+    # a state written before this field existed loads with none).
+    sightings: dict[str, Sighting] = Field(default_factory=dict)
 
 
 PROBES_FAIL = "probes fail"  # the bot's probes fail, Cloudflare marks the pool healthy
@@ -258,8 +277,10 @@ class Monitor:
     # ------------------------------------------------------------------ Cloudflare
 
     def observe_cloudflare(
-        self, view: LiveView, routes: Mapping[str, Route], now: datetime
+        self, view: LiveView, routes: Mapping[str, Route], now: datetime, source: str = "cloudflare"
     ) -> list[Event]:
+        """``source``: what showed the view (an API read, or a notification applied to the last
+        read), named by the events it brings."""
         self.state.cloudflare_read_at = now
         if view.monitor is not None:
             d = Detection.of(view.monitor, self.fleet.load_balancer.propagation)
@@ -275,13 +296,17 @@ class Monitor:
             if live.enabled and live.healthy is False and pool.outage_since is None:
                 pool.outage_since = now
         region_of = self.fleet.region_names(view.pools.values())
-        events = self._traffic(routes, region_of, now)
+        events = self._traffic(routes, region_of, now, source)
         for region in self.fleet.regions:
-            events += self._gray(region, now)
+            events += self._gray(region, now, source)
         return events + self._unserved(now)
 
     def _traffic(
-        self, routes: Mapping[str, Route], region_of: Mapping[str, str], now: datetime
+        self,
+        routes: Mapping[str, Route],
+        region_of: Mapping[str, str],
+        now: datetime,
+        source: str = "cloudflare",
     ) -> list[Event]:
         """Failover Triggered where Cloudflare sends a geo region to another healthy pool, No
         Healthy Pool where to an unhealthy or disabled fallback; Traffic Restored where home."""
@@ -314,7 +339,7 @@ class Monitor:
                     began,
                     tuple(geos),
                     to,
-                    "cloudflare",
+                    source,
                 )
             )
         back: dict[str, list[str]] = {}
@@ -330,7 +355,7 @@ class Monitor:
                     f"Cloudflare sends {' '.join(geos)} to {home} again",
                     geos=tuple(geos),
                     to_region=home,
-                    source="cloudflare",
+                    source=source,
                 )
             )
         s = self.state
@@ -359,7 +384,7 @@ class Monitor:
         stranded = {g: self._stranded(u, s.routes.get(g, "none")) for g, u in s.route_users.items()}
         s.stranded = {g: text for g, text in stranded.items() if text is not None}
 
-    def _gray(self, region: str, now: datetime) -> list[Event]:
+    def _gray(self, region: str, now: datetime, source: str = "cloudflare") -> list[Event]:
         """A Gray Failure once the probes and Cloudflare disagree for longer than Cloudflare
         needs to notice (bot/detection.py) plus the bot's own probing and reading."""
         pool = self.state.pools[region]
@@ -386,7 +411,7 @@ class Monitor:
                 f"its monitor sees a recovery within about {budget:.0f} s"
             )
         since = pool.disagree_since
-        return [Event(EventKind.GRAY_FAILURE, now, region, evidence, since, source="cloudflare")]
+        return [Event(EventKind.GRAY_FAILURE, now, region, evidence, since, source=source)]
 
     @staticmethod
     def _disagreement(pool: PoolTrack) -> str | None:

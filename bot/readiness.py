@@ -4,7 +4,8 @@ Offline: the settings ``serve`` needs (every missing or malformed one, each on i
 SLACK_CHANNEL, Cloudflare's three variables, failover.toml, and the database: reachable and at
 the schema this bot needs (a SQLite file that does not exist is reported, never created). With
 ``online``: Slack's auth.test for SLACK_BOT_TOKEN, and Cloudflare: the token's status, the load
-balancer found by the hostname in failover.toml with its pools and monitor, the health events.
+balancer found by the hostname in failover.toml with its pools and monitor, the health events,
+and whether Cloudflare's health alerts reach this bot (a policy to PUBLIC_URL covering the pools).
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ from typing import Literal
 from sqlalchemy.engine import make_url
 
 from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
+from bot.cloudflare_api.notification_setup import (
+    NotificationSetup,
+    covering_policy,
+    destination_url,
+)
 from bot.db import schema
 from bot.db.engine import async_url, create_engine, database_error, shown
 from bot.errors import ConfigError, ProviderAuthError, ProviderError, SchemaOutOfDate
 from bot.fleet import Fleet, load_fleet
+from bot.lbmodel import LiveView
+from bot.paging import PagingPolicy
 from bot.settings import Settings, load_settings
 
 Verdict = Literal["ok", "FAIL", "note"]
@@ -88,6 +96,7 @@ def _settings(settings: Settings, socket_mode: bool) -> list[Finding]:
                     f"zone {settings.cloudflare_zone_id}",
                 )
             )
+            found.append(_secret(settings))
         else:
             found.append(
                 Finding(
@@ -99,6 +108,77 @@ def _settings(settings: Settings, socket_mode: bool) -> list[Finding]:
     except ConfigError as exc:
         found += _lines("FAIL", exc)
     return found
+
+
+def _secret(settings: Settings) -> Finding:
+    """Offline: whether the bot can take Cloudflare's notifications (only said with Cloudflare)."""
+    if settings.cloudflare_webhook_secret:
+        return Finding(
+            "ok",
+            "CLOUDFLARE_WEBHOOK_SECRET set: POST /cloudflare/notifications takes Cloudflare's "
+            "health alerts",
+        )
+    return Finding(
+        "note",
+        "CLOUDFLARE_WEBHOOK_SECRET is not set: no Cloudflare notifications, the watch polls "
+        "alone (`failover-bot notifications setup` makes one)",
+    )
+
+
+async def _notifications(
+    lb: CloudflareLoadBalancer, settings: Settings, fleet: Fleet, view: LiveView
+) -> Finding:
+    """Whether an enabled health-alert policy sends every pool's changes to this bot: two reads."""
+    setup = "run `failover-bot notifications setup`"
+    if not settings.public_url:
+        return Finding(
+            "note",
+            f"Cloudflare notifications: PUBLIC_URL is not set, so none can reach the bot "
+            f"(set it, then {setup})",
+        )
+    url = destination_url(settings.public_url)
+    ids = {p.name: p.id for p in view.pools.values()}
+    pool_ids = {r.pool: ids.get(r.pool, "") for r in fleet.regions.values()}
+    reader = NotificationSetup(lb)
+    try:
+        policy, gaps = covering_policy(
+            await reader.webhooks(), await reader.policies(), url, pool_ids
+        )
+    except ProviderError as exc:
+        return _cloudflare_says("note", exc)
+    if policy is None:
+        return Finding(
+            "note",
+            f"Cloudflare notifications: no enabled Load Balancing health alert is sent to "
+            f"{url}: {setup}",
+        )
+    if gaps:
+        return Finding(
+            "note",
+            f"Cloudflare notifications: policy {policy.get('name')!r} leaves out "
+            f"{', '.join(gaps)}: {setup}",
+        )
+    return Finding(
+        "ok",
+        f"Cloudflare notifications: policy {policy.get('name')!r} sends the health of "
+        f"{', '.join(pool_ids)} to {url}",
+    )
+
+
+def _paging(settings: Settings, fleet: Fleet) -> Finding:
+    """Whether incidents page PagerDuty, and whether its acknowledgements come back."""
+    try:
+        policy = PagingPolicy.from_settings(settings, fleet)
+    except ConfigError as exc:
+        return Finding("FAIL", str(exc))
+    if not policy.enabled:
+        return Finding("note", policy.describe())
+    back = (
+        "acknowledgements in PagerDuty come back through POST /pagerduty/webhooks"
+        if settings.pagerduty_webhook_secret
+        else "PAGERDUTY_WEBHOOK_SECRET is not set: acknowledgements in PagerDuty are not shown"
+    )
+    return Finding("ok", f"{policy.describe()}; {back}")
 
 
 async def _database(url: str) -> Finding:
@@ -183,6 +263,7 @@ async def _cloudflare(settings: Settings, fleet: Fleet) -> list[Finding]:
             found.append(Finding("note", f"Cloudflare: {exc}; the bot carries on without them"))
         except ProviderError as exc:
             found.append(_cloudflare_says("FAIL", exc))
+        found.append(await _notifications(lb, settings, fleet, view))
         found.append(
             Finding(
                 "note",
@@ -223,6 +304,8 @@ async def readiness(*, socket_mode: bool = False, online: bool = False) -> list[
         found.append(Finding("ok", f"{config}: {len(fleet.regions)} regions, {origins} origins"))
     except ConfigError as exc:
         found += _lines("FAIL", exc)
+    if settings is not None and fleet is not None:
+        found.append(_paging(settings, fleet))
     found.append(await _database(url))
     if online and settings is not None:
         if settings.slack_bot_token:

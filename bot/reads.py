@@ -56,6 +56,11 @@ class IncidentView:
     stranded: Mapping[str, str] = field(default_factory=dict)  # geo -> what its users get
     silenced: Sequence[str] = ()
     silenced_until: Mapping[str, datetime] = field(default_factory=dict)  # region -> until
+    # PagerDuty: paged at all, and who acknowledged the page, when, where (slack, pagerduty).
+    paged: bool = False
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_via: str | None = None
 
 
 @dataclass(frozen=True)

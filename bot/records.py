@@ -4,6 +4,7 @@ instance can answer, with the watch's stored state for the pools' states and rou
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,3 +51,35 @@ class IncidentRecords:
                 return False
             await self.incidents.note(session, incident, author, text, self.clock())
             return True
+
+    async def acknowledge(self, incident_id: int, who: str) -> Acknowledgement:
+        """Acknowledge the incident's page from Slack (``who`` a user id). Refused, with nothing
+        changed, when there is no such incident, it was never paged, it is over, or someone
+        acknowledged it already."""
+        async with self.sessions.begin() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                return Acknowledgement("unknown")
+            if incident.page_key is None:
+                return Acknowledgement("not paged")
+            if incident.acknowledged_at is not None:
+                return Acknowledgement(
+                    "already", incident.acknowledged_by, incident.acknowledged_via,
+                    incident.acknowledged_at,
+                )  # fmt: skip
+            if incident.closed_at is not None:
+                return Acknowledgement("closed")
+            now = self.clock()
+            await self.incidents.acknowledge(session, incident, who, "slack", now)
+            return Acknowledgement("acknowledged", who, "slack", now)
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What became of an Acknowledge click: ``outcome`` acknowledged, already, closed, not paged
+    or unknown; who acknowledged it, where and when (now, or the first time)."""
+
+    outcome: str
+    by: str | None = None
+    via: str | None = None
+    at: datetime | None = None

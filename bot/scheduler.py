@@ -17,6 +17,7 @@ from bot.health import ProbeLoop, Prober
 from bot.home import Home
 from bot.operations.drain import DrainDriver
 from bot.operations.run import Drills
+from bot.pages import PageSender
 from bot.ports import ChannelNotifier
 from bot.silences import Silences
 from bot.watch import Watch
@@ -38,7 +39,10 @@ class Leadership:
         notifier: ChannelNotifier,
         home: Home,
         silences: Silences | None = None,
+        pages: PageSender | None = None,
     ) -> None:
+        self.pages = pages  # PagerDuty's outbox, sent by the leader on a task of its own
+        self._pager: asyncio.Task[None] | None = None
         self.home = home
         self.silences = silences
         self.drains = drains
@@ -93,6 +97,8 @@ class Leadership:
         self._job("lease", max(1.0, w.lease_ttl / 3), self.renew, lead=False)
         self._job("cloudflare", w.cloudflare_poll, self.watch.poll_cloudflare)
         self._job("tick", 1.0, self.watch.tick)
+        # Cloudflare's notifications stored by any instance (this one wakes it at once, below).
+        self._job("notifications", 1.0, self.watch.apply_notifications)
         self._job("drains", 1.0, lambda: self.drains.drive(self.notifier))
         self._job("drills", 1.0, lambda: self.drills.drive(self.notifier))
         # The App Home at most every 10 s, from the watch's own state.
@@ -122,6 +128,15 @@ class Leadership:
                 self._failing.discard(name)
                 log.info("job %s works again", name)
 
+    def notified(self) -> None:
+        """A Cloudflare notification was stored by this instance: if it leads, apply it now
+        rather than at the next second's job (another leader finds it at its own)."""
+        if not self.leading or self.stopping:
+            return
+        task = asyncio.create_task(self._guarded("notifications", self.watch.apply_notifications))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
     async def expire_silences(self) -> None:
         if self.silences is not None and await self.silences.expire():
             self.alerts.wake()  # the announcement goes now, not at the next sweep
@@ -141,6 +156,9 @@ class Leadership:
             metrics.LEADER.set(1)
             self.watch.wake = self.alerts.wake
             self._sender = asyncio.create_task(self.alerts.run())
+            if self.pages is not None:
+                self.watch.wake = self._wake_senders
+                self._pager = asyncio.create_task(self.pages.run())
             self.loop.start()
             await self.watch.poll_cloudflare()
         elif not held:
@@ -156,8 +174,20 @@ class Leadership:
         await self._stop_sender()
         await self.drills.stop()  # the new leader drives them; ours restore in their finally
 
+    def _wake_senders(self) -> None:
+        self.alerts.wake()
+        if self.pages is not None:
+            self.pages.wake()
+
     async def _stop_sender(self) -> None:
-        """End the sender after the flush in progress (cancelled only if it hangs)."""
+        """End the senders after the flush in progress (cancelled only if they hang)."""
+        pager, self._pager = self._pager, None
+        if pager is not None and self.pages is not None:
+            self.pages.stop()
+            _, late = await asyncio.wait([pager], timeout=5.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(pager, return_exceptions=True)
         sender, self._sender = self._sender, None
         if sender is None:
             return

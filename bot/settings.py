@@ -13,6 +13,8 @@ from bot.errors import ConfigError
 SLACK_API_URL = "https://slack.com/api/"
 # Channel ids: C... public, G... private (older); what a person types is a #name.
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+# "the 32 character Integration Key" (https://developer.pagerduty.com/docs/send-alert-event)
+_ROUTING_KEY = re.compile(r"[A-Za-z0-9]{32}")
 
 # What each setting should hold, for the line shown when it is missing or malformed.
 _EXPECTED = {
@@ -158,6 +160,30 @@ class Settings(BaseSettings):
             raise ValueError("is not an http(s) URL")
         return v
 
+    @field_validator("pagerduty_routing_key")
+    @classmethod
+    def _routing_key(cls, v: str | None) -> str | None:
+        if v is not None and not _ROUTING_KEY.fullmatch(v):
+            raise ValueError("is not a 32-character Integration Key")
+        return v
+
+    @field_validator("pagerduty_routing_keys")
+    @classmethod
+    def _routing_keys(cls, v: str | None) -> str | None:
+        # region=KEY pairs; the regions are checked against failover.toml once it is loaded.
+        if v is not None:
+            routing_pairs(v)
+        return v
+
+    @field_validator("pagerduty_severities")
+    @classmethod
+    def _severities(cls, v: str) -> str:
+        named = [s.strip().lower() for s in v.split(",") if s.strip()]
+        wrong = [s for s in named if s not in PAGED_SEVERITIES]
+        if wrong or not named:
+            raise ValueError(f"names {', '.join(wrong) or 'no severity'}")
+        return ",".join(named)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
@@ -201,6 +227,24 @@ class Settings(BaseSettings):
     def slack_api_base(self) -> str:
         # slack_sdk joins method names onto the base, so it must end with a slash.
         return self.slack_api_url if self.slack_api_url.endswith("/") else self.slack_api_url + "/"
+
+
+PAGED_SEVERITIES = ("critical", "warning", "info")  # the monitor's event severities
+
+
+def routing_pairs(text: str) -> dict[str, str]:
+    """``eu-west=KEY1,apac-sg=KEY2`` as {region: key}; a ValueError names what is wrong."""
+    pairs: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",")):
+        region, sep, key = (part.strip() for part in item.partition("="))
+        if not sep or not region or not key:
+            raise ValueError(f"has {item!r}, not region=key")
+        if region in pairs:
+            raise ValueError(f"names {region} twice")
+        if not _ROUTING_KEY.fullmatch(key):
+            raise ValueError(f"has a key for {region} that is not a 32-character Integration Key")
+        pairs[region] = key
+    return pairs
 
 
 def load_settings() -> Settings:

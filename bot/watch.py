@@ -9,18 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import metrics
-from bot.db.models import JournalEntry, Operation, StoredState, TimelineEvent
+from bot import metrics, sightings
+from bot.db.models import (
+    CloudflareNotification,
+    JournalEntry,
+    Operation,
+    StoredState,
+    TimelineEvent,
+)
 from bot.errors import ProviderAuthError, ProviderError
 from bot.fleet import Fleet
 from bot.incidents import Incidents, open_incident
-from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState
+from bot.lbmodel import LiveView
+from bot.monitor import Event, EventKind, Monitor, MonitorState, PoolState, Sighting
 from bot.observations import ProbeResult
 from bot.operations.detail import detail_of
 from bot.operations.state import MOVING, OpState
@@ -57,6 +65,9 @@ class Watch:
         self._state_written: datetime | None = None
         # Told when posts are owed (the lease holder's sender); nothing until one is set.
         self.wake: Callable[[], None] = lambda: None
+        # The last read of the load balancer, with the notifications applied since: what a
+        # notification's routes are computed from.
+        self._view: LiveView | None = None
 
     async def load(self) -> None:
         """Take over the stored state (a new leader starts where the last one stopped)."""
@@ -155,11 +166,15 @@ class Watch:
             log.warning("Cloudflare read failed: %s", exc)
             return
         now = self.clock()
-        events = self.monitor.observe_cloudflare(
-            view, routing_table(view.load_balancer, view.pools), now
-        )
-        async with self._writing, self.sessions.begin() as session:
-            owed = await self._commit(session, events, now)
+        async with self._writing:
+            view, confirmed = self._sight_read(view, now)
+            self._view = view
+            events = self.monitor.observe_cloudflare(
+                view, routing_table(view.load_balancer, view.pools), now
+            )
+            async with self.sessions.begin() as session:
+                owed = await self._commit(session, events, now)
+                await _retext(session, confirmed)
         if owed:
             self.wake()
         await self.catch_up()
@@ -184,29 +199,193 @@ class Watch:
         newest = max((e.at for e in fresh), default=since)
         async with self._writing, self.sessions.begin() as session:
             incident = await open_incident(session)
-            if incident is not None:
-                for e in fresh:
-                    origins = "; ".join(
-                        f"{o.name} {'healthy' if o.healthy else 'unhealthy'}"
-                        + (f" ({o.failure_reason})" if o.failure_reason and not o.healthy else "")
-                        for o in e.origins
-                        if o.changed
-                    )
-                    region = self.fleet.region_of_pool(e.pool_name)
-                    state = "healthy" if e.pool_healthy else "unhealthy"
-                    session.add(
-                        TimelineEvent(
-                            incident_id=incident.id,
-                            at=e.at,
-                            kind="CloudflareHealth",
-                            region=region,
-                            severity="info" if e.pool_healthy else "warning",
-                            text=f"Cloudflare: pool {e.pool_name} {state}"
-                            + (f": {origins}" if origins else ""),
-                            source="cloudflare",
-                        )
-                    )
+            now = self.clock()
+            for e in fresh:
+                # The same change as a read or a notification showed: one change, one entry.
+                known = sightings.health_event(
+                    self.monitor.state, e.pool_name, e.pool_healthy, e.at, now
+                )
+                self._dirty = self._dirty or known is not None
+                if incident is None or (known is not None and known.entry_id is not None):
+                    continue
+                origins = "; ".join(
+                    f"{o.name} {'healthy' if o.healthy else 'unhealthy'}"
+                    + (f" ({o.failure_reason})" if o.failure_reason and not o.healthy else "")
+                    for o in e.origins
+                    if o.changed
+                )
+                region = self.fleet.region_of_pool(e.pool_name)
+                state = "healthy" if e.pool_healthy else "unhealthy"
+                entry = TimelineEvent(
+                    incident_id=incident.id,
+                    at=e.at,
+                    kind="CloudflareHealth",
+                    region=region,
+                    severity="info" if e.pool_healthy else "warning",
+                    text=f"Cloudflare: pool {e.pool_name} {state}"
+                    + (f": {origins}" if origins else ""),
+                    source="cloudflare",
+                )
+                session.add(entry)
+                if known is not None:  # a notification that follows adds to this entry
+                    await session.flush()
+                    known.entry_id, known.entry_source = entry.id, sightings.EVENTS
+                    known.head = entry.text
             await _store(session, EVENTS_CURSOR, {"since": newest.isoformat()}, self.clock())
+
+    # ------------------------------------------------------------------ Cloudflare's notifications
+
+    def _sight_read(self, view: LiveView, now: datetime) -> tuple[LiveView, list[Sighting]]:
+        """Note what a read shows, pool by pool and origin by origin (bot/sightings.py).
+
+        Returns the view to observe (a notified change the read was asked too early to see
+        stands) and the changes a notification showed first that this read confirms.
+        """
+        read_at = view.read_at or now
+        state, confirmed = self.monitor.state, []
+        for region in self.fleet.regions.values():
+            live = view.pool_by_name(region.pool)
+            if live is None or not live.enabled:
+                continue
+            shown = [(None, live.healthy)] + [(o.name, o.healthy) for o in live.origins]
+            for origin, healthy in shown:
+                name = sightings.key(live.name, origin)
+                known = state.sightings.get(name)
+                if known is not None and sightings.stands_against(known, healthy, read_at):
+                    if origin is None:
+                        view = _with_health(view, live.id, known.healthy)
+                    continue
+                if healthy is None:
+                    continue
+                found = sightings.read(state, name, healthy, read_at)
+                if found is not None and found.entry_source == sightings.NOTIFICATION:
+                    confirmed.append(found)
+        return view, confirmed
+
+    async def apply_notifications(self) -> int:
+        """Apply the notifications any instance stored, in order; the number applied."""
+        async with self._writing, self.sessions.begin() as session:
+            rows = list(
+                await session.scalars(
+                    select(CloudflareNotification)
+                    .where(CloudflareNotification.handled_at.is_(None))
+                    .order_by(CloudflareNotification.id)
+                    .limit(100)
+                )
+            )
+            owed, now = False, self.clock()
+            for row in rows:
+                now = self.clock()
+                events, entry = self._notified(row, now)
+                owed = await self._commit(session, events, now) or owed
+                if entry is not None:
+                    await self._enter(session, row, *entry)
+                row.handled_at = now
+                log.info("Cloudflare notification %d: %s", row.id, row.result)
+            if rows:  # what each changed was noted after its events were committed
+                await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+        if owed:
+            self.wake()
+        return len(rows)
+
+    def _pool_name(self, row: CloudflareNotification) -> str | None:
+        """The notification's pool by name: given by name, or by id mapped through the last read."""
+        given = row.pool or str(row.data.get("pool_id") or "") or None
+        if given is None or self.fleet.region_of_pool(given) is not None:
+            return given
+        if self._view is not None and given in self._view.pools:
+            return self._view.pools[given].name
+        return given
+
+    def _notified(
+        self, row: CloudflareNotification, now: datetime
+    ) -> tuple[list[Event], tuple[Sighting, str, str, str] | None]:
+        """One notification as an observation: the events it brings and, for the timeline, the
+        change it belongs to, its region and what to say. Sets ``row.result``."""
+        name = self._pool_name(row)
+        region = self.fleet.region_of_pool(name) if name else None
+        if name is None or region is None:
+            row.result = f"unknown pool {name or '(none given)'}"[:128]
+            return [], None
+        if row.healthy is None:
+            row.result = "not applied: the health is neither healthy nor unhealthy"
+            return [], None
+        origin = row.origin
+        known_origins = {o.name for o in self.fleet.regions[region].origins}
+        if origin is not None and origin not in known_origins:
+            row.result = f"unknown origin {origin} of pool {name}"[:128]
+            return [], None
+        what = f"origin {origin} of pool {name}" if origin else f"pool {name}"
+        verdict = sightings.notified(
+            self.monitor.state,
+            sightings.key(name, origin),
+            row.healthy,
+            row.notified_at,
+            row.received_at,
+            what,
+        )
+        row.result = verdict.result[:128]
+        self._dirty = True
+        if verdict.sighting is None:
+            return [], None
+        reason = str(row.data.get("reason") or "").strip()
+        head = f"Cloudflare notification: {what} {sightings.health_word(row.healthy)}"
+        head += f" at {row.notified_at:%H:%M:%S}" + (f" ({reason[:200]})" if reason else "")
+        entry = (verdict.sighting, region, head, verdict.suffix)
+        if not verdict.apply:
+            return [], entry if verdict.suffix else None
+        if origin is not None:
+            return [], entry  # the pool's own health comes in its own notification
+        track = self.monitor.state.pools[region]
+        if not row.healthy and track.cf_enabled:
+            # Cloudflare's own time is the earliest sign of the outage.
+            since = track.outage_since
+            track.outage_since = min(since, row.notified_at) if since else row.notified_at
+        if self._view is None:
+            track.cf_healthy = row.healthy  # the routes follow at the next read
+            return [], entry
+        pool = self._view.pool_by_name(name)
+        if pool is None:
+            return [], entry
+        self._view = _with_health(self._view, pool.id, row.healthy)
+        view = self._view
+        routes = routing_table(view.load_balancer, view.pools)
+        return self.monitor.observe_cloudflare(view, routes, now, "notification"), entry
+
+    async def _enter(
+        self,
+        session: AsyncSession,
+        row: CloudflareNotification,
+        known: Sighting,
+        region: str,
+        head: str,
+        suffix: str,
+    ) -> None:
+        """The notification in the open incident's timeline: one entry per change."""
+        if known.entry_id is not None:
+            if known.entry_source == sightings.EVENTS:  # Cloudflare's health event said it
+                text = f"{known.head}; then Cloudflare's notification ({suffix})"
+                await session.execute(
+                    update(TimelineEvent)
+                    .where(TimelineEvent.id == known.entry_id)
+                    .values(text=text)
+                )
+            return
+        incident = await open_incident(session)
+        if incident is None:
+            return
+        entry = TimelineEvent(
+            incident_id=incident.id,
+            at=row.notified_at,
+            kind="CloudflareNotification",
+            region=region,
+            severity="info" if row.healthy else "warning",
+            text=f"{head} ({suffix})",
+            source="notification",
+        )
+        session.add(entry)
+        await session.flush()
+        known.entry_id, known.entry_source, known.head = entry.id, sightings.NOTIFICATION, head
 
     def healthy_since(self) -> dict[str, datetime | None]:
         out: dict[str, datetime | None] = {}
@@ -283,3 +462,21 @@ async def _store(session: AsyncSession, name: str, value: dict[str, object], now
     )
     if cast(CursorResult[Any], changed).rowcount == 0:
         session.add(StoredState(name=name, value=value, updated_at=now))
+
+
+def _with_health(view: LiveView, pool_id: str, healthy: bool) -> LiveView:
+    """``view`` with one pool's health as Cloudflare notified it (the rest as last read)."""
+    pools = dict(view.pools)
+    pools[pool_id] = replace(pools[pool_id], healthy=healthy)
+    return replace(view, pools=pools)
+
+
+async def _retext(session: AsyncSession, confirmed: list[Sighting]) -> None:
+    """A read confirms changes notifications showed first: their entries say by how much."""
+    for known in confirmed:
+        if known.entry_id is not None:
+            await session.execute(
+                update(TimelineEvent)
+                .where(TimelineEvent.id == known.entry_id)
+                .values(text=sightings.confirmed_text(known))
+            )

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from bot.errors import UsageError
 from bot.views.actions import Action
+from bot.views.alerts import acknowledged_reply, already_acknowledged_reply
 from bot.views.errors import usage_error
 from bot.views.operations import approved_reply, cancel_reply, confirmed_reply
 from bot.views.reply import Reply
@@ -75,7 +76,35 @@ async def silence_action(action_id: str, value: str, ctx: Context) -> Reply:
     return await silence_region(ctx, value, timedelta(hours=1), "silenced from the alert's button")
 
 
+async def acknowledge_action(value: str, ctx: Context) -> Reply:
+    """The incident message's Acknowledge button: operators only (checked at the click, whoever
+    saw the button), and only as the bot draws it: value the incident's number. It records the
+    acknowledgement on the incident, which tells PagerDuty and updates the message."""
+    if (denied := await require_operator(ctx, "acknowledge pages")) is not None:
+        return denied
+    number = record_id(value)
+    records = ctx.services.records
+    if number is None or records is None:
+        raise UsageError(
+            f"This Acknowledge button carries `{_shown(value)}`, not an incident number; "
+            "nothing was acknowledged."
+        )
+    done = await records.acknowledge(number, ctx.invocation.user_id)
+    if done.outcome == "acknowledged":
+        return acknowledged_reply(number)
+    refusal = {
+        "unknown": f"There is no incident #{number}; nothing was acknowledged.",
+        "not paged": f"Incident #{number} was never paged; there is nothing to acknowledge.",
+        "closed": f"Incident #{number} is over and its page resolved; nothing to acknowledge.",
+    }.get(done.outcome)
+    if refusal is not None:
+        raise UsageError(refusal)
+    return already_acknowledged_reply(number, done.by, done.via, done.at)
+
+
 async def run_action(action_id: str, value: str, ctx: Context) -> Reply:
+    if action_id == Action.ACKNOWLEDGE:
+        return await acknowledge_action(value, ctx)
     if action_id in (Action.CONFIRM, Action.APPROVE, Action.CANCEL):
         return await operation_action(action_id, value, ctx)
     if action_id.startswith(Action.SILENCE):

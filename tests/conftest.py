@@ -125,7 +125,9 @@ def sandbox_settings(world: Sandbox, database_url: str) -> Settings:
 async def served(world: Sandbox, tmp_path: Path) -> AsyncIterator[Served]:
     """The bot on the sandbox, over HTTP, on a migrated SQLite file."""
     bot = await migrated_bot(sandbox_settings(world, f"sqlite+aiosqlite:///{tmp_path}/bot.db"))
-    server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
+    server = LocalServer(
+        build_web_app(bot.slack, bot.engine, settings=bot.settings, webhooks=bot.webhooks)
+    )
     await server.start()
     user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
     yield Served(bot, world, server, user)

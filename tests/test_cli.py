@@ -143,6 +143,8 @@ def test_check_with_nothing_set_lists_every_problem(tmp_path: Path) -> None:
         "note  Cloudflare is not configured (CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, "
         "CLOUDFLARE_ZONE_ID): status from the probes alone; no drains or drills",
         "ok    failover.toml: 3 regions, 3 origins",
+        "note  PagerDuty paging is off: set PAGERDUTY_ROUTING_KEY (or PAGERDUTY_ROUTING_KEYS per "
+        "region) to page",
         f"FAIL  database sqlite:///{db}: {db} does not exist: run `failover-bot migrate` (it "
         "creates it)",
         "3 problems: fix them, then run `failover-bot check` again",

@@ -38,6 +38,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from bot.fleet import GEO_REGIONS, Fleet
+from bot.sandbox.alerting import Alerting, HealthChange
 from bot.sandbox.servers import LocalServer
 
 LOCATIONS = ("Ashburn, US", "Frankfurt, DE", "Singapore, SG")
@@ -595,6 +596,8 @@ class CloudflareStandIn:
         self._monitor_task: asyncio.Task[None] | None = None
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # Notifications (webhook destinations, policies, dispatch): bot/sandbox/alerting.py.
+        self.alerting = Alerting(self.account_id)
         self.server = LocalServer(self._build_app(), port)
 
     def _build_app(self) -> web.Application:
@@ -615,6 +618,7 @@ class CloudflareStandIn:
         # token; an account-owned one is verified under its account.
         app.router.add_get(base + "/user/tokens/verify", self._verify_token)
         app.router.add_get(base + "/accounts/{account}/tokens/verify", self._verify_token)
+        self.alerting.routes(app, base)
         app.router.add_post("/_sandbox/faults", self._set_faults)
         app.router.add_get("/_sandbox/state", self._state)
         app.router.add_get("/_sandbox/ratelimit", self._get_ratelimit)
@@ -638,6 +642,7 @@ class CloudflareStandIn:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.alerting.close()
         if self._session is not None:
             await self._session.close()
         await self.server.close()
@@ -700,6 +705,24 @@ class CloudflareStandIn:
         # recording it is the conservative reading: nothing may count on such an event.
         if was_origin is not None and health.healthy != was_origin:
             self._record_event(pool_id, target.key[1], was_pool is True)
+            self._notify(target, health.healthy is True, health.failure_reason, None)
+        if was_pool is not None and now_pool is not None and now_pool != was_pool:
+            self._notify(target, now_pool, health.failure_reason, pool_id)
+
+    def _notify(self, target: Target, healthy: bool, reason: str, pool: str | None) -> None:
+        """Hand a change of known health to Notifications (``pool`` set: the pool's own)."""
+        origin = target.origin
+        self.alerting.health_changed(
+            HealthChange(
+                time.time(),
+                target.pool_id,
+                str(self.pools[target.pool_id]["name"]),
+                None if pool is not None else str(origin["name"]),
+                None if pool is not None else str(origin["address"]),
+                healthy,
+                reason,
+            )
+        )
 
     async def check_now(self) -> None:
         """One round of the monitor over every enabled origin of every enabled pool."""

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from bot.assembly import Bot, migrated_bot
 from bot.sandbox.gateways import CHECKS, MODES
+from bot.sandbox.pagerduty import Alert
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack_client import CHANNEL, SlackUser
@@ -35,6 +36,7 @@ CONSOLE_HELP = """\
   channel                       the messages posted in #failover
   click <n>                     press button n of the last reply
   wait <seconds>                let time pass
+  pagerduty [ack <n>|down|up]   PagerDuty's alerts; acknowledge alert n there; an outage of it
   quit                          or Ctrl-D, or Ctrl-C at the prompt (Ctrl-C stops a command)
   Lines pasted with their `failover>` prompt run as typed; `# ...` ends a line as a comment.
   Up and down recall earlier lines.""".format(modes=", ".join(MODES), checks=", ".join(CHECKS))
@@ -51,6 +53,35 @@ class Console:
         self.user = user
         self.out = out
         self.buttons: list[dict[str, Any]] = []
+        # What reaches PagerDuty is shown as it happens, as a pager would buzz.
+        world.pagerduty.listeners.append(self._paged)
+
+    def _paged(self, what: str, alert: Alert) -> None:
+        latest = alert.log[-1].get("summary") if alert.log else None  # an update's own text
+        self.say(f"(PagerDuty: alert {alert.number} {what}: {latest or alert.summary})")
+
+    async def pagerduty(self, words: list[str]) -> None:
+        """``pagerduty``: its alerts; ``ack <n>`` as a responder would in PagerDuty's app
+        (a signed webhook tells the bot); ``down`` / ``up``: PagerDuty answers 503, or heals."""
+        pd = self.world.pagerduty
+        if words == ["down"]:
+            pd.fail(503)
+            self.say("(PagerDuty answers 503 to every event until `pagerduty up`)")
+        elif words == ["up"]:
+            pd.heal()
+            self.say("(PagerDuty accepts events again)")
+        elif len(words) == 2 and words[0] == "ack" and words[1].isdigit():
+            alert = next((a for a in pd.alerts if a.number == int(words[1])), None)
+            if alert is None:
+                raise DemoError(f"there is no PagerDuty alert {words[1]} (try `pagerduty`)")
+            await pd.acknowledge(alert.dedup_key)
+        elif not words:
+            if not pd.alerts:
+                self.say("(nothing paged yet)")
+            for a in pd.alerts:
+                self.say(f"  alert {a.number} {a.status:12} {len(a.log)} events  {a.summary}")
+        else:
+            raise DemoError("pagerduty takes nothing, `ack <n>`, `down` or `up`")
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -128,6 +159,8 @@ class Console:
             await self._click(int(words[1]))
         elif head == "wait" and len(words) == 2:
             await asyncio.sleep(self._seconds(words[1]))
+        elif head == "pagerduty":
+            await self.pagerduty(words[1:])
         elif head == "help":
             self.say(CONSOLE_HELP)
         elif head in ("quit", "exit"):
@@ -184,23 +217,32 @@ class Console:
 class Demo:
     """The sandbox world, the bot served over HTTP, and a console that drives them."""
 
-    def __init__(self, base_config: Path, out: TextIO) -> None:
+    def __init__(
+        self, base_config: Path, out: TextIO, notifications: bool = False, paging: bool = True
+    ) -> None:
+        self.paging = paging  # the bot pages the PagerDuty stand-in, which answers by webhook
         self.base_config = base_config
         self.out = out
+        self.notifications = notifications  # the stand-in sends Cloudflare's alerts to the bot
         self._opened = contextlib.AsyncExitStack()
 
     async def open(self) -> Console:
         stack = self._opened
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="failover-demo-"))
-        world = Sandbox(self.base_config, tmp)
+        world = Sandbox(self.base_config, tmp, notifications=self.notifications, paging=self.paging)
         await world.start()
         stack.push_async_callback(world.close)
         settings = world.bot_settings(f"sqlite+aiosqlite:///{tmp}/demo.db")
         bot: Bot = await migrated_bot(settings, watch=True)
         stack.push_async_callback(bot.aclose)
-        server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
+        server = LocalServer(
+            build_web_app(bot.slack, bot.engine, settings=bot.settings, webhooks=bot.webhooks)
+        )
         await server.start()
         stack.push_async_callback(server.close)
+        world.page_bot(server.url)
+        if self.notifications:
+            await world.notify_bot(server.url, settings.database_url)
         user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
         stack.push_async_callback(user.aclose)
         return Console(world, user, self.out)

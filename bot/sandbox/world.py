@@ -14,11 +14,13 @@ from typing import Any
 
 import tomli_w
 
+from bot.errors import ConfigError
 from bot.fleet import Fleet, load_fleet, parse_fleet
 from bot.relay import build_relay_app
 from bot.sandbox.cloudflare import CloudflareStandIn
 from bot.sandbox.dataplane import GEO_HEADER, DataPlane
 from bot.sandbox.gateways import REGION_HEADER, Gateway, GatewayControl
+from bot.sandbox.pagerduty import PagerDutyStandIn
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.slack import SlackStandIn
 from bot.settings import Settings
@@ -42,6 +44,8 @@ class Sandbox:
         operations: dict[str, str] | None = None,
         gamedays: dict[str, object] | None = None,
         monitor_header: dict[str, list[str]] | None = None,
+        notifications: bool = False,
+        paging: bool = False,
     ) -> None:
         self.base_config = Path(base_config)
         self.workdir = Path(workdir)
@@ -62,6 +66,14 @@ class Sandbox:
         )
         self.bot_token = BOT_TOKEN
         self.signing_secret = secrets.token_hex(16)
+        # With notifications, the bot gets CLOUDFLARE_WEBHOOK_SECRET and, once it listens,
+        # `notify_bot` runs the real setup against the stand-in, which then dispatches to it.
+        self.webhook_secret = secrets.token_urlsafe(32) if notifications else None
+        # With paging, the bot pages the PagerDuty stand-in (its routing key and events URL)
+        # and, once subscribed (`page_bot`), hears back acknowledgements signed with this secret.
+        self.pagerduty = PagerDutyStandIn()
+        self.paging = paging
+        self.pagerduty_secret = secrets.token_urlsafe(32) if paging else None
         self.gateways = {name: Gateway(name) for name in self.base.regions}
         self.control = GatewayControl(self.gateways)
         self.slack = SlackStandIn(self.bot_token)
@@ -115,6 +127,7 @@ class Sandbox:
             await gateway.start()
         await self.control.server.start()
         await self.slack.start()
+        await self.pagerduty.start()
         await self.cloudflare.start()
         await self.dataplane.start()
         origin_urls = {
@@ -140,6 +153,7 @@ class Sandbox:
         await self.dataplane.close()
         await self.cloudflare.close()
         await self.slack.close()
+        await self.pagerduty.close()
         await self.control.server.close()
         for gateway in self.gateways.values():
             await gateway.close()
@@ -157,7 +171,27 @@ class Sandbox:
             slack_channel=CHANNEL,
             database_url=database_url,
             failover_config=str(self.config_path),
+            cloudflare_webhook_secret=self.webhook_secret,
+            pagerduty_routing_key=self.pagerduty.routing_key if self.paging else None,
+            pagerduty_events_url=self.pagerduty.events_url,
+            pagerduty_webhook_secret=self.pagerduty_secret,
         )
+
+    def page_bot(self, bot_url: str) -> None:
+        """PagerDuty's V3 webhook subscription to the bot listening at ``bot_url``."""
+        if self.pagerduty_secret is not None:
+            self.pagerduty.subscribe(f"{bot_url}/pagerduty/webhooks", self.pagerduty_secret)
+
+    async def notify_bot(self, bot_url: str, database_url: str) -> list[str]:
+        """``failover-bot notifications setup`` for the bot listening at ``bot_url``: the
+        stand-in then sends its health alerts there. Its lines; ConfigError when it failed."""
+        from bot.cloudflare_api.notification_setup import run_setup
+
+        settings = self.bot_settings(database_url).model_copy(update={"public_url": bot_url})
+        lines: list[str] = []
+        if await run_setup(settings, load_fleet(self.config_path), None, False, lines.append):
+            raise ConfigError("notifications setup failed: " + " / ".join(lines))
+        return lines
 
     def bot_environment(self, database_url: str) -> dict[str, str]:
         """The environment of a `failover-bot serve` process in this world (bot_settings as env)."""
@@ -173,6 +207,10 @@ class Sandbox:
             "CLOUDFLARE_BASE_URL": s.cloudflare_base_url,
             "DATABASE_URL": s.database_url,
             "FAILOVER_CONFIG": s.failover_config,
+            "CLOUDFLARE_WEBHOOK_SECRET": s.cloudflare_webhook_secret,
+            "PAGERDUTY_ROUTING_KEY": s.pagerduty_routing_key,
+            "PAGERDUTY_EVENTS_URL": s.pagerduty_events_url if s.pagerduty_routing_key else None,
+            "PAGERDUTY_WEBHOOK_SECRET": s.pagerduty_webhook_secret,
         }
         return {k: v for k, v in named.items() if v is not None}
 
@@ -205,6 +243,12 @@ class Sandbox:
                 "bot_token": self.bot_token,
                 "signing_secret": self.signing_secret,
                 "inspect": f"{self.slack.url}/_sandbox/calls",
+            },
+            "pagerduty": {
+                "events_url": self.pagerduty.events_url,
+                "routing_key": self.pagerduty.routing_key if self.paging else None,
+                "alerts": f"{self.pagerduty.url}/_sandbox/alerts",
+                "faults": f"{self.pagerduty.url}/_sandbox/faults",
             },
             "config": str(self.config_path),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -85,10 +86,16 @@ async def start_metrics(settings: Settings) -> web.AppRunner | None:
 
 
 def build_web_app(
-    bolt_app: AsyncApp, engine: AsyncEngine | None = None, *, settings: Settings | None = None
+    bolt_app: AsyncApp,
+    engine: AsyncEngine | None = None,
+    *,
+    settings: Settings | None = None,
+    webhooks: Mapping[str, Handler] | None = None,
 ) -> web.Application:
     """``engine``: the database /healthz reports on (503 when it cannot run SELECT 1 in 1 s);
-    ``settings``: the signing secret, SLACK_TEAM_ID, the read timeouts and /metrics' own."""
+    ``settings``: the signing secret, SLACK_TEAM_ID, the read timeouts and /metrics' own;
+    ``webhooks``: other services' POSTs by path (Bot.webhooks: Cloudflare's notifications,
+    bot/slack/cloudflare_webhook.py, and PagerDuty's, bot/slack/pagerduty_webhook.py)."""
 
     # Settings passed by the runtime; without them (older callers), the Bolt app's own secret.
     if settings is not None:
@@ -122,6 +129,8 @@ def build_web_app(
     app = web.Application(client_max_size=MAX_BODY, handler_args=handler_args(settings))
     app.router.add_post("/slack/events", events)
     app.router.add_get("/healthz", healthz)
+    for path, handler in (webhooks or {}).items():
+        app.router.add_post(path, handler)
     if settings is None or settings.metrics_port is None:
         app.router.add_get("/metrics", metrics_handler(settings))
     return app

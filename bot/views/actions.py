@@ -13,6 +13,7 @@ class Action(StrEnum):
     CANCEL = "cancel_operation"
     SILENCE = "silence_region"  # the region follows after a colon: silence_region:eu-west
     TIMELINE = "show_timeline"
+    ACKNOWLEDGE = "acknowledge_page"  # the value is the incident's number
 
 
 # Every click the Slack app hands to the router (a silence id carries its region).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ConfirmObject, HeaderBlock
 
 from bot.durations import format_duration
 from bot.reads import EntryView, IncidentView
 from bot.views.actions import Action
-from bot.views.reply import context, section
+from bot.views.reply import Reply, context, section
 from bot.views.silences import until_text
 from bot.views.status import STATE_EMOJI
 from bot.views.text import escape, mention
@@ -34,6 +35,8 @@ KIND_LABEL = {
     "Detected": "Detected",
     "AlertPosted": "Alert posted",
     "CloudflareHealth": "Cloudflare health",
+    "CloudflareNotification": "Cloudflare notification",
+    "Acknowledged": "Acknowledged",
 }
 MAX_LISTED = 5  # more changes than this for one pool in a window is flapping: say so, show the last
 
@@ -94,7 +97,25 @@ def incident_blocks(view: IncidentView) -> list[Block]:
             + (f" · recover {_figure(f.time_to_recover)}" if closed else "")
         )
     )
-    buttons = [
+    if (paging := page_line(view)) is not None:
+        blocks.append(context(paging))
+    buttons = []
+    if view.paged and view.acknowledged_at is None and not closed:
+        buttons.append(
+            ButtonElement(
+                text="Acknowledge",
+                action_id=Action.ACKNOWLEDGE,
+                value=str(view.id),
+                style="primary",
+                confirm=ConfirmObject(
+                    title="Acknowledge the page?",
+                    text="PagerDuty stops notifying the on-call for this incident.",
+                    confirm="Acknowledge",
+                    deny="Cancel",
+                ),
+            )
+        )
+    buttons += [
         ButtonElement(
             text=f"Silence {region} 1h",
             action_id=f"{Action.SILENCE}:{region}",
@@ -117,6 +138,22 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     )
     blocks.append(ActionsBlock(block_id=f"incident-{view.id}", elements=buttons))
     return blocks
+
+
+def page_line(view: IncidentView) -> str | None:
+    """PagerDuty's side of the incident: paged, and who acknowledged it where and when."""
+    if not view.paged:
+        return None
+    if view.acknowledged_at is None:
+        return "📟 Paged PagerDuty · not acknowledged yet"
+    who = view.acknowledged_by or "someone"
+    # From Slack the bot keeps the user id (a mention); from PagerDuty, the agent's name.
+    name = mention(who) if view.acknowledged_via == "slack" else escape(who)
+    where = "Slack" if view.acknowledged_via == "slack" else "PagerDuty"
+    return (
+        f"📟 Paged PagerDuty · Acknowledged by {name} in {where} at "
+        f"{view.acknowledged_at:%H:%M} UTC"
+    )
 
 
 def entry_line(e: EntryView) -> str:
@@ -161,3 +198,21 @@ def thread_blocks(view: IncidentView, entries: Sequence[EntryView], reminder: bo
         )
         return [section(head + "\n" + entry_line(last))]
     return [section("\n\n".join(entry_line(e) for e in entries))]
+
+
+def acknowledged_reply(incident_id: int) -> Reply:
+    text = (
+        f"📟 You acknowledged incident #{incident_id}'s page: PagerDuty is told, and the "
+        "incident message shows it."
+    )
+    return Reply(text=text, blocks=[section(text)])
+
+
+def already_acknowledged_reply(
+    incident_id: int, by: str | None, via: str | None, at: datetime | None
+) -> Reply:
+    who = mention(by) if via == "slack" and by else escape(by or "someone")
+    where = "Slack" if via == "slack" else "PagerDuty"
+    when = f" at {at:%H:%M} UTC" if at else ""
+    text = f"Incident #{incident_id} was already acknowledged by {who} in {where}{when}."
+    return Reply(text=text, blocks=[section(text)], outcome="rejected")

@@ -86,7 +86,9 @@ class Ops:
 @pytest.fixture
 async def ops(watching: tuple[Sandbox, Bot]) -> AsyncIterator[Ops]:
     world, bot = watching
-    server = LocalServer(build_web_app(bot.slack, settings=bot.settings))
+    server = LocalServer(
+        build_web_app(bot.slack, bot.engine, settings=bot.settings, webhooks=bot.webhooks)
+    )
     await server.start()
     user = SlackUser(f"{server.url}/slack/events", world.slack.url, world.signing_secret)
     yield Ops(world, bot, user)
