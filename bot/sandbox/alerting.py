@@ -153,6 +153,8 @@ class Alerting:
         self.policies: dict[str, dict[str, Any]] = {}
         self.changes: list[HealthChange] = []
         self.deliveries: list[Delivery] = []
+        # Told of every delivery as it happens (the demo's terminal shows them).
+        self.listeners: list[Callable[[Delivery], None]] = []
         self._correlation: dict[tuple[str, str | None], str] = {}
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -298,6 +300,8 @@ class Alerting:
                     sent.at, webhook_id, sent.url, payload, sent.status, sent.error, attempt
                 )
                 self.deliveries.append(delivery)
+                for listener in self.listeners:
+                    listener(delivery)
                 stamp = _now()
                 if delivery.ok:
                     webhook["last_success"] = stamp

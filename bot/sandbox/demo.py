@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from bot.assembly import Bot, migrated_bot
 from bot.sandbox.gateways import CHECKS, MODES
+from bot.sandbox.alerting import Delivery
 from bot.sandbox.pagerduty import Alert
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer
@@ -55,6 +56,12 @@ class Console:
         self.buttons: list[dict[str, Any]] = []
         # What reaches PagerDuty is shown as it happens, as a pager would buzz.
         world.pagerduty.listeners.append(self._paged)
+        world.cloudflare.alerting.listeners.append(self._notified)
+
+    def _notified(self, delivery: Delivery) -> None:
+        answer = f"HTTP {delivery.status}" if delivery.status else delivery.error
+        text = delivery.payload.get("text", "")
+        self.say(f"(Cloudflare notification to the bot: {text} -> {answer})")
 
     def _paged(self, what: str, alert: Alert) -> None:
         latest = alert.log[-1].get("summary") if alert.log else None  # an update's own text
@@ -218,7 +225,7 @@ class Demo:
     """The sandbox world, the bot served over HTTP, and a console that drives them."""
 
     def __init__(
-        self, base_config: Path, out: TextIO, notifications: bool = False, paging: bool = True
+        self, base_config: Path, out: TextIO, notifications: bool = True, paging: bool = True
     ) -> None:
         self.paging = paging  # the bot pages the PagerDuty stand-in, which answers by webhook
         self.base_config = base_config
