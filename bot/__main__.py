@@ -341,7 +341,8 @@ def parser() -> argparse.ArgumentParser:
         "notifications",
         "Cloudflare's Load Balancing health alerts to this bot",
         "Cloudflare's Load Balancing health alerts, sent to this bot's POST "
-        "/cloudflare/notifications: `setup` creates what Cloudflare needs to send them.",
+        "/cloudflare/notifications: `setup` creates what Cloudflare needs to send them; "
+        "`failover-bot check --online` reports whether such a policy exists.",
     )
     nsub = n.add_subparsers(
         dest="action", required=True, metavar="ACTION", help="setup: the destination and policy"

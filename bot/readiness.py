@@ -25,6 +25,7 @@ from bot.cloudflare_api.notification_setup import (
     NotificationSetup,
     covering_policy,
     destination_url,
+    weak_secret,
 )
 from bot.db import schema
 from bot.db.engine import async_url, create_engine, database_error, shown
@@ -112,6 +113,9 @@ def _settings(settings: Settings, socket_mode: bool) -> list[Finding]:
 
 def _secret(settings: Settings) -> Finding:
     """Offline: whether the bot can take Cloudflare's notifications (only said with Cloudflare)."""
+    weak = weak_secret(settings.cloudflare_webhook_secret or "")
+    if settings.cloudflare_webhook_secret and weak:
+        return Finding("note", f"{weak}; `failover-bot notifications setup` refuses it")
     if settings.cloudflare_webhook_secret:
         return Finding(
             "ok",

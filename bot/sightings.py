@@ -24,8 +24,15 @@ EVENTS = "health events"
 # A health event and a notification of the same pool, health and about the same time are one
 # change (Cloudflare stamps each on its own; a flapping pool repeats the health minutes apart).
 SAME_CHANGE = 60.0
-# A notification's ``ts`` is in whole seconds: a read within a second of it may predate it.
-TS_RESOLUTION = 1.0
+# How far the bot's clock may be from Cloudflare's: a change known from an API read (the bot's
+# clock) is newer than a notification (Cloudflare's ``ts``, whole seconds) only beyond this, so a
+# bot clock a few seconds ahead never drops a fresh notification. Within it, whether a read came
+# after the notification is decided on the bot's clock alone (the read's time against the
+# notification's arrival).
+CLOCK_SKEW = 5.0
+
+# An origin healthy again this long is forgotten: Cloudflare's notification of it came long ago.
+FORGET = 3600.0
 
 WHO = {READ: "the API read", NOTIFICATION: "the notification", EVENTS: "Cloudflare's health events"}
 
@@ -76,10 +83,7 @@ def notified(
             known,
             f"{WHO[known.first]} saw it {gap:.1f} s earlier",
         )
-    if known is not None and (
-        known.at > changed_at
-        or (known.last_read is not None and _gap(known.last_read, changed_at) >= TS_RESOLUTION)
-    ):
+    if known is not None and _newer(known, changed_at, received_at):
         # What the bot knows is newer than this notification (a change after it, or a read
         # asked after it that showed otherwise): it must not undo it.
         read = f", API read at {known.last_read:%H:%M:%S}" if known.last_read else ""
@@ -94,6 +98,22 @@ def notified(
     )
     state.sightings[name] = sighting
     return Verdict(True, f"applied: {what} {health_word(healthy)}", sighting, "before any API read")
+
+
+def _newer(known: Sighting, changed_at: datetime, received_at: datetime) -> bool:
+    """Whether ``known`` (of the other health) is newer than a notification of ``changed_at``
+    (Cloudflare's clock) received at ``received_at`` (the bot's)."""
+    if known.last_read is not None and known.last_read >= received_at:
+        return True  # a read asked after it arrived showed otherwise (both the bot's clock)
+    if known.first == NOTIFICATION and known.at > changed_at:
+        return True  # two of Cloudflare's times: ordered as they are
+    # A read's time against Cloudflare's: newer only beyond what the clocks may differ by.
+    read = (
+        known.last_read
+        if known.first == NOTIFICATION
+        else max(known.at, known.last_read or known.at)
+    )
+    return read is not None and (read - changed_at).total_seconds() > CLOCK_SKEW
 
 
 def read(state: MonitorState, name: str, healthy: bool, read_at: datetime) -> Sighting | None:
@@ -111,6 +131,17 @@ def read(state: MonitorState, name: str, healthy: bool, read_at: datetime) -> Si
         return None
     known.seen[READ] = read_at
     return known
+
+
+def forgotten(known: Sighting | None, healthy: bool | None, read_at: datetime) -> bool:
+    """Whether an origin's sighting can go: healthy again for FORGET, read healthy still (no
+    notification of that change is still coming; a healthy origin needs none)."""
+    return (
+        known is not None
+        and known.healthy
+        and healthy is True
+        and (read_at - known.at).total_seconds() > FORGET
+    )
 
 
 def stands_against(known: Sighting | None, healthy: bool | None, read_at: datetime) -> bool:
@@ -140,8 +171,8 @@ def health_event(
     known = state.sightings.get(name)
     if known is None or healthy is None or known.healthy != healthy:
         return None
-    if abs((known.at - at).total_seconds()) > SAME_CHANGE and EVENTS not in known.seen:
-        return None
+    if abs((known.at - at).total_seconds()) > SAME_CHANGE:
+        return None  # the same health again minutes later: another change (a flap)
     known.seen.setdefault(EVENTS, now)
     known.at = min(known.at, at)
     return known

@@ -74,14 +74,21 @@ class Watch:
         state = await stored_state(self.sessions)
         self.monitor = Monitor(self.fleet, state or MonitorState())
 
-    async def _commit(self, session: AsyncSession, events: list[Event], now: datetime) -> bool:
-        """Write the monitor's state and what the events change; True when posts are owed."""
+    async def _commit(
+        self, session: AsyncSession, events: list[Event], now: datetime, store: bool = True
+    ) -> bool:
+        """Write the monitor's state (unless ``store`` is False: the caller writes it once) and
+        what the events change; True when posts are owed."""
         self._publish_states()
         events = await self._divert_operation_traffic(session, events, now)
         await self.incidents.apply(session, events, now)
+        if store:
+            await self._store_state(session, now)
+        return bool(events)
+
+    async def _store_state(self, session: AsyncSession, now: datetime) -> None:
         await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
         self._dirty, self._state_written = False, now
-        return bool(events)
 
     def _publish_states(self) -> None:
         """The pool-state gauges, for the pools whose state changed only (one lookup each)."""
@@ -255,7 +262,13 @@ class Watch:
                     if origin is None:
                         view = _with_health(view, live.id, known.healthy)
                     continue
-                if healthy is None:
+                if origin is not None and sightings.forgotten(known, healthy, read_at):
+                    del state.sightings[name]
+                    continue
+                if healthy is None or (origin is not None and healthy and known is None):
+                    # An origin healthy as ever is no change to remember: its sighting starts
+                    # with a notification or a read showing it unhealthy (at 1,000 origins, one
+                    # each would grow every write of the state and the bot's memory).
                     continue
                 found = sightings.read(state, name, healthy, read_at)
                 if found is not None and found.entry_source == sightings.NOTIFICATION:
@@ -264,29 +277,51 @@ class Watch:
 
     async def apply_notifications(self) -> int:
         """Apply the notifications any instance stored, in order; the number applied."""
-        async with self._writing, self.sessions.begin() as session:
-            rows = list(
-                await session.scalars(
-                    select(CloudflareNotification)
-                    .where(CloudflareNotification.handled_at.is_(None))
-                    .order_by(CloudflareNotification.id)
-                    .limit(100)
-                )
-            )
-            owed, now = False, self.clock()
-            for row in rows:
-                now = self.clock()
-                events, entry = self._notified(row, now)
-                owed = await self._commit(session, events, now) or owed
-                if entry is not None:
-                    await self._enter(session, row, *entry)
-                row.handled_at = now
-                log.info("Cloudflare notification %d: %s", row.id, row.result)
-            if rows:  # what each changed was noted after its events were committed
-                await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+        async with self._writing:
+            before: tuple[MonitorState, LiveView | None] | None = None
+            try:
+                async with self.sessions.begin() as session:
+                    rows = list(
+                        await session.scalars(
+                            select(CloudflareNotification)
+                            .where(CloudflareNotification.handled_at.is_(None))
+                            .order_by(CloudflareNotification.id)
+                            .limit(100)
+                        )
+                    )
+                    if not rows:
+                        return 0
+                    # The rows stay unhandled if this transaction fails: the monitor must then
+                    # not know them either, or their second application would find them known.
+                    before = (self.monitor.state.model_copy(deep=True), self._view)
+                    owed, now = False, self.clock()
+                    for row in rows:
+                        now = self.clock()
+                        events, entry = self._notified(row, now)
+                        owed = await self._commit(session, events, now, store=False) or owed
+                        if entry is not None:
+                            await self._enter(session, row, *entry)
+                        row.handled_at = now
+                        log.info("Cloudflare notification %d: %s", row.id, row.result)
+                    await self._store_state(session, now)  # once for the batch
+            except BaseException:
+                if before is not None:
+                    self._restore(*before)
+                raise
         if owed:
             self.wake()
         return len(rows)
+
+    def _restore(self, state: MonitorState, view: LiveView | None) -> None:
+        """The monitor as it was before a batch of notifications whose transaction failed. What
+        the probes changed meanwhile (they observe outside the lock) is theirs: kept."""
+        for region, track in self.monitor.state.pools.items():
+            if region in state.pools:
+                kept = state.pools[region]
+                kept.origins, kept.state, kept.since = track.origins, track.state, track.since
+        self.monitor = Monitor(self.fleet, state)
+        self._view, self._dirty = view, True
+        self._published.clear()  # the gauges were set from what is now undone
 
     def _pool_name(self, row: CloudflareNotification) -> str | None:
         """The notification's pool by name: given by name, or by id mapped through the last read."""

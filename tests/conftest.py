@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,17 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "failover.toml"
 # The seed's load balancer exactly as the seed writes it: one pool per geo region.
 SEED_LITERAL = ROOT / "tests" / "fixtures" / "seed-literal.toml"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_kept() -> Iterator[None]:
+    """A test that runs ``main()`` configures the root logger onto its captured stderr; what a
+    later test logs must not go to that closed stream, nor miss pytest's own capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

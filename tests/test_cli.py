@@ -264,6 +264,14 @@ def test_every_command_says_what_it_does_and_what_its_options_mean() -> None:
         assert sub.description.split()[0] in shown.stdout, name
 
 
+def test_notifications_help_points_at_the_check_of_the_policy() -> None:
+    shown = bot("notifications", "--help")
+    assert shown.returncode == 0
+    assert "`failover-bot check --online` reports whether such a policy exists" in " ".join(
+        shown.stdout.split()
+    )
+
+
 def test_the_readme_lists_the_consoles_break_modes() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     [listed] = re.findall(r"# modes: ([a-z ]+)", readme)

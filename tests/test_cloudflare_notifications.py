@@ -226,6 +226,25 @@ async def test_other_alert_types_are_kept_not_applied(receiving: Receiving) -> N
     assert receiving.woken == []
 
 
+async def test_without_alert_type_but_with_data_it_is_stored_not_taken_for_the_test(
+    receiving: Receiving,
+) -> None:
+    # alert_type "may not be present in all notifications" (webhook-payload-schema/): only an
+    # empty one is Cloudflare's test. With a health alert's data it is applied as one.
+    health = alert()
+    del health["alert_type"]
+    resp = await receiving.post(health)
+    assert resp.status_code == 200 and "test" not in resp.json(), resp.text
+    other = alert() | {"data": {"zone_name": "example.com"}}
+    del other["alert_type"]
+    assert (await receiving.post(other)).status_code == 200
+    first, second = await receiving.stored()
+    assert (first.pool, first.healthy, first.handled_at) == ("foundation-eu-west", False, None)
+    assert receiving.woken == [1]  # the health alert only
+    assert second.handled_at is not None
+    assert second.result == "ignored: no alert_type, and its data is no health alert"
+
+
 async def test_a_health_alert_is_stored_then_applied_by_the_leader(
     receiving: Receiving, fleet: Fleet
 ) -> None:

@@ -9,6 +9,7 @@ moves, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,10 +17,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import sightings
+from bot import watch as watch_module
 from bot.db.engine import create_engine, sessionmaker
 from bot.db.models import CloudflareNotification, Incident, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import Incidents
+from bot.monitor import MonitorState
 from bot.watch import Watch
 
 from .fakes import T0, FakeLoadBalancer, ListClock
@@ -237,3 +241,123 @@ async def test_a_new_leader_knows_what_was_already_notified(world: World, fleet:
     assert again.result == "duplicate of the notification 2.0 s earlier"
     async with world.sessions() as session:
         assert len(list(await session.scalars(select(Incident)))) == 1
+
+
+async def _stored(world: World, healthy: bool, *, origin: str | None = None) -> int:
+    """A notification stored as the webhook stores it, not yet applied."""
+    now = world.clock()
+    row = CloudflareNotification(
+        received_at=now,
+        notified_at=now.replace(microsecond=0),
+        alert_type="load_balancing_health_alert",
+        pool=EU,
+        origin=origin,
+        healthy=healthy,
+        text="Load Balancing health alert",
+        data={},
+    )
+    async with world.sessions.begin() as session:
+        session.add(row)
+    return row.id
+
+
+class _FailsOnce:
+    """The watch's sessions, whose next transaction fails when it commits (a database blip, or
+    the lease handed over), then work again."""
+
+    def __init__(self, real: async_sessionmaker[AsyncSession]) -> None:
+        self.real, self.failed = real, False
+
+    def __call__(self) -> AsyncSession:
+        return self.real()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        async with self.real() as session:
+            yield session
+            if not self.failed:
+                self.failed = True
+                await session.rollback()
+                raise ConnectionError("the database went away")
+            await session.commit()
+
+
+async def test_a_batch_whose_commit_fails_is_applied_in_full_the_next_time(
+    world: World,
+) -> None:
+    world.lb.set_health("eu-west", False)
+    world.clock.advance(1)
+    row_id = await _stored(world, False)
+    real = world.watch.sessions
+    world.watch.sessions = _FailsOnce(real)  # type: ignore[assignment]
+    with pytest.raises(ConnectionError):
+        await world.watch.apply_notifications()
+    # Nothing of it stayed with the watch: not known, no traffic moved.
+    assert world.watch.monitor.state.sightings[EU].first == "API read"  # the read's, healthy
+    assert world.watch.monitor.state.sightings[EU].healthy is True
+    assert world.watch.monitor.state.pools["eu-west"].cf_healthy is True
+    assert await incidents(real) == []
+    world.clock.advance(1)
+    assert await world.watch.apply_notifications() == 1
+    async with real() as session:
+        row = await session.get(CloudflareNotification, row_id)
+    assert row is not None and row.result == f"applied: pool {EU} unhealthy"
+    assert "FailoverTriggered eu-west notification" in await world.kinds()
+
+
+async def test_a_batch_writes_the_watch_state_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[str] = []
+    real_store = watch_module._store
+
+    async def counting(
+        session: AsyncSession, name: str, value: dict[str, object], now: datetime
+    ) -> None:
+        written.append(name)
+        await real_store(session, name, value, now)
+
+    monkeypatch.setattr(watch_module, "_store", counting)
+    world.lb.set_health("eu-west", False)
+    world.clock.advance(1)
+    for origin in ("gateway-eu-west", None, "gateway-nowhere"):
+        await _stored(world, False, origin=origin)
+    assert await world.watch.apply_notifications() == 3
+    assert written.count(watch_module.MONITOR_KEY) == 1
+    assert "FailoverTriggered eu-west notification" in await world.kinds()
+
+
+async def test_a_bot_clock_ahead_of_cloudflares_keeps_a_fresh_notification(
+    world: World,
+) -> None:
+    await world.read(after=10)  # healthy, read at 14:00:10 by the bot's clock
+    world.lb.set_health("eu-west", False)
+    # Cloudflare's clock is 3 s behind the bot's: its ts reads 14:00:07 for a change after the
+    # read; the notification arrives at 14:00:11.
+    row = await world.notify(False, at=T0 + timedelta(seconds=7), after=1)
+    assert row.result == f"applied: pool {EU} unhealthy"
+    assert "FailoverTriggered eu-west notification" in await world.kinds()
+
+
+async def test_healthy_origins_take_no_room_in_the_state(world: World) -> None:
+    state = world.watch.monitor.state
+    pools = {r.pool for r in world.fleet.regions.values()}
+    assert set(state.sightings) <= pools  # read healthy: nothing per origin
+    world.lb.set_health("eu-west", False)
+    await world.read(after=1)
+    assert f"{EU}/gateway-eu-west" in state.sightings  # a change: remembered
+    world.lb.set_health("eu-west", True)
+    await world.read(after=1)
+    assert state.sightings[f"{EU}/gateway-eu-west"].healthy is True
+    await world.read(after=sightings.FORGET + 1)  # healthy for an hour: forgotten
+    assert set(state.sightings) <= pools
+
+
+def test_the_same_health_again_minutes_later_is_another_change() -> None:
+    state = MonitorState()
+    sightings.read(state, EU, False, T0)
+    first = sightings.health_event(state, EU, False, T0, T0 + timedelta(seconds=2))
+    assert first is not None and sightings.EVENTS in first.seen
+    # Healthy and unhealthy again between two reads: the later event is its own change.
+    again = T0 + timedelta(minutes=5)
+    assert sightings.health_event(state, EU, False, again, again) is None

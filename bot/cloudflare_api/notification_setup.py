@@ -260,8 +260,26 @@ def covering_policy(
     return best
 
 
+# The destination's name shows a fingerprint of the secret to anyone with Notifications Read: a
+# short or hand-picked secret could be found from it offline, a long random one cannot.
+MIN_SECRET = 32
+
+
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(32)  # 43 characters
+
+
+def weak_secret(secret: str) -> str | None:
+    """Why ``secret`` will not do for the destination, if it will not."""
+    if len(secret) >= MIN_SECRET:
+        return None
+    return (
+        f"CLOUDFLARE_WEBHOOK_SECRET is {len(secret)} characters: at least {MIN_SECRET} are needed "
+        f"(its fingerprint is readable in Cloudflare); use a new one such as {new_secret()}"
+    )
+
+
+CHECK = "`failover-bot check --online` reports whether the policy exists and covers every pool"
 
 
 async def run_setup(
@@ -288,6 +306,10 @@ async def run_setup(
             "`failover-bot notifications setup` again. Nothing was created."
         )
         return 2
+    weak = weak_secret(secret)
+    if weak:
+        say(weak + ". Nothing was created.")
+        return 2
     target = destination_url(base)
     lb = CloudflareLoadBalancer(
         settings.cloudflare_api_token or "",
@@ -311,4 +333,5 @@ async def run_setup(
         say(f"done: {outcome.changed} change(s); Cloudflare now notifies {target}")
     else:
         say(f"nothing to change: Cloudflare already notifies {target}")
+    say(CHECK)
     return 0

@@ -114,6 +114,16 @@ class HealthAlert(BaseModel):
         )
 
 
+def _health_alert(payload: Payload) -> HealthAlert | None:
+    """The health alert a notification is, if it is one: by its ``alert_type``, or, when that is
+    missing, by its ``data`` (a health and a pool, as a health alert's data has them)."""
+    if payload.alert_type is not None:
+        return HealthAlert.of(payload.data) if payload.alert_type == HEALTH_ALERT else None
+    alert = HealthAlert.of(payload.data)
+    health_given = any(k in payload.data for k in ("new_health", "health", "healthy"))
+    return alert if health_given and (alert.pool_id or alert.pool_name) else None
+
+
 class NotificationReceiver:
     """The route's handler: ``notified`` is called after a health alert is stored (the lease
     holder, when this instance is it, applies it at once rather than at its next tick)."""
@@ -194,8 +204,10 @@ class NotificationReceiver:
                 raise Refused(403, f"from account {payload.account_id[:40]!r}, not ours")
         except Refused as refused:
             return await refusal(request, refused)
-        if payload.alert_type is None:
+        if payload.alert_type is None and not payload.data:
             # Cloudflare's test when the destination is saved: proves the URL and the secret.
+            # Only without data too: alert_type "may not be present in all notifications"
+            # (https://developers.cloudflare.com/notifications/reference/webhook-payload-schema/).
             log.info("Cloudflare's test notification received: %.120s", payload.text)
             return web.json_response({"ok": True, "test": True})
         if self.sessions is None:
@@ -207,14 +219,14 @@ class NotificationReceiver:
             # Cloudflare retries a delivery that failed; the bot says why once.
             log.error("Cloudflare notification not stored: %s", exc)
             return web.json_response({"ok": False, "error": "not stored"}, status=503)
-        if payload.alert_type == HEALTH_ALERT:
+        if stored.handled_at is None:  # a health alert, for the lease holder to apply
             self.notified()
         return web.json_response({"ok": True, "id": stored.id, "result": stored.result})
 
     async def _store(self, payload: Payload) -> CloudflareNotification:
         now = self.clock()
         at = datetime.fromtimestamp(payload.ts, UTC) if payload.ts is not None else now
-        alert = HealthAlert.of(payload.data) if payload.alert_type == HEALTH_ALERT else None
+        alert = _health_alert(payload)
         row = CloudflareNotification(
             received_at=now,
             notified_at=at,
@@ -231,8 +243,9 @@ class NotificationReceiver:
         )
         if alert is None:
             # Other alerts are kept for the record, never applied.
-            row.handled_at, row.result = now, f"ignored: {payload.alert_type}"[:128]
-            log.info("Cloudflare notification %s not used by the bot", payload.alert_type)
+            what = payload.alert_type or "no alert_type, and its data is no health alert"
+            row.handled_at, row.result = now, f"ignored: {what}"[:128]
+            log.info("Cloudflare notification not used by the bot: %s", what)
         assert self.sessions is not None  # checked by the caller
         async with self.sessions.begin() as session:
             session.add(row)

@@ -15,12 +15,15 @@ from aiohttp import web
 from bot.__main__ import main
 from bot.cloudflare_api.notification_setup import run_setup
 from bot.fleet import load_fleet
-from bot.readiness import _cloudflare
+from bot.readiness import _cloudflare, _secret
 from bot.sandbox.servers import LocalServer
 from bot.sandbox.world import Sandbox
 from bot.settings import Settings
 
-SECRET = "the-bots-webhook-secret"
+SECRET = "the-bots-webhook-secret-of-41-characters"
+
+
+ROTATED = "a-rotated-secret-also-over-32-characters"
 
 
 class BotEndpoint:
@@ -84,6 +87,7 @@ async def test_creates_once_and_a_second_run_changes_nothing(
     made = len(writes(world))
     code, said = await setup(settings, world)
     assert code == 0 and "nothing to change" in said, said
+    assert said.splitlines()[-1].startswith("`failover-bot check --online` reports whether")
     assert len(writes(world)) == made  # no write the second time
 
 
@@ -112,18 +116,36 @@ async def test_without_a_secret_one_is_printed_and_nothing_created(
     assert not [p for _, p in world.cloudflare.requests if "/alerting/" in p]
 
 
+async def test_a_short_secret_is_refused_and_the_check_says_so(
+    world: Sandbox, endpoint: BotEndpoint, tmp_path: Path
+) -> None:
+    # Its fingerprint is in the destination's name: a short secret could be guessed from it.
+    weak = "hunter2-but-longer-than-that"  # 28 characters
+    endpoint.secret = weak
+    settings = settings_for(
+        world, tmp_path, public_url=endpoint.server.url, cloudflare_webhook_secret=weak
+    )
+    code, said = await setup(settings, world)
+    assert code == 2 and len(said.splitlines()) == 1, said
+    assert said.startswith("CLOUDFLARE_WEBHOOK_SECRET is 28 characters: at least 32 are needed")
+    assert said.endswith("Nothing was created.")
+    assert not [p for _, p in world.cloudflare.requests if "/alerting/" in p]
+    line = _secret(settings)  # `failover-bot check`'s line about the secret
+    assert line.verdict == "note" and "at least 32" in line.text and "refuses it" in line.text
+
+
 async def test_a_new_secret_updates_the_destination(
     world: Sandbox, endpoint: BotEndpoint, tmp_path: Path
 ) -> None:
     settings = settings_for(world, tmp_path, public_url=endpoint.server.url)
     assert (await setup(settings, world))[0] == 0
-    endpoint.secret = "rotated-secret"
-    rotated = settings.model_copy(update={"cloudflare_webhook_secret": "rotated-secret"})
+    endpoint.secret = ROTATED
+    rotated = settings.model_copy(update={"cloudflare_webhook_secret": ROTATED})
     code, said = await setup(rotated, world)
     assert code == 0 and "its secret changed" in said, said
     assert "notification policy" in said and "unchanged" in said
     (hook,) = world.cloudflare.alerting.webhooks.values()
-    assert world.cloudflare.alerting.secrets[hook["id"]] == "rotated-secret"
+    assert world.cloudflare.alerting.secrets[hook["id"]] == ROTATED
 
 
 async def test_failures_are_one_line_and_exit_2(

@@ -145,7 +145,7 @@ async def test_stale_timestamp_is_401(served: Served) -> None:
 async def test_healthz(served: Served) -> None:
     async with httpx.AsyncClient() as http:
         resp = await http.get(f"{served.server.url}/healthz")
-    assert resp.status_code == 200 and resp.json() == {"ok": True}
+    assert resp.status_code == 200 and resp.json() == {"ok": True, "database": "ok"}
 
 
 async def test_metrics_in_prometheus_format(served: Served) -> None:
