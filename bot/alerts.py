@@ -17,7 +17,6 @@ answers, so a crash repeats at most one message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -26,14 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics, silences
-from bot.db.engine import database_error
-from bot.db.models import Incident, OutboxPost, Silence, TimelineEvent
+from bot.db.models import Incident, OutboxPost, Page, Silence, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import figures
 from bot.monitor import EventKind, MonitorState, PoolState
 from bot.pacing import Bucket
 from bot.ports import Notifier
 from bot.reads import EntryView, IncidentView
+from bot.sender_loop import SenderLoop
 
 log = logging.getLogger(__name__)
 ALWAYS_POSTED = {EventKind.RECOVERED.value, EventKind.TRAFFIC_RESTORED.value, "Closed", "Note"}
@@ -77,6 +76,13 @@ async def incident_view(
             for r, p in monitor.pools.items()
         }
     muted = await active_silences(session, now)
+    # The page line tells what became of the first trigger, not merely that one was written.
+    first_trigger = await session.scalar(
+        select(Page.result)
+        .where(Page.incident_id == incident.id, Page.action == "trigger")
+        .order_by(Page.id)
+        .limit(1)
+    )
     return IncidentView(
         id=incident.id,
         title=incident.title,
@@ -96,6 +102,7 @@ async def incident_view(
         silenced=sorted(muted),
         silenced_until={r: s.until for r, s in muted.items()},
         paged=incident.page_key is not None,
+        page_result=first_trigger,
         acknowledged_at=incident.acknowledged_at,
         acknowledged_by=incident.acknowledged_by,
         acknowledged_via=incident.acknowledged_via,
@@ -120,7 +127,12 @@ def flapping(entries: Sequence[EntryView], region: str | None, since: datetime) 
     return False
 
 
-class Alerts:
+class Alerts(SenderLoop):
+    """The sender: flush whenever woken, and every SWEEP for what waits on a window."""
+
+    name = "alert sender"
+    log = log
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -129,6 +141,7 @@ class Alerts:
         monitor_state: Callable[[], MonitorState | None],
         clock: Callable[[], datetime],
     ) -> None:
+        super().__init__()
         self.sessions = sessions
         self.notifier = notifier
         self.fleet = fleet
@@ -136,40 +149,9 @@ class Alerts:
         self.clock = clock
         self._posts: dict[str, Bucket] = {}  # by channel
         self._updates = Bucket(UPDATE_SPACING, UPDATE_BURST)
-        self._wake = asyncio.Event()
-        self._stopping = False
 
-    def wake(self) -> None:
-        """Something was committed to the outbox: send it now."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        """The sender: flush whenever woken, and every SWEEP for what waits on a window."""
-        self._stopping = False
-        failing = False  # logged when the sender starts failing, not at every sweep
-        while not self._stopping:
-            self._wake.clear()  # a wake during the flush runs the next one at once
-            try:
-                await self.flush()
-            except Exception as exc:
-                if not failing and (reason := database_error(exc)) is not None:
-                    log.error("the alert sender failed: the database is unavailable (%s)", reason)
-                elif not failing:
-                    log.exception("the alert sender failed; it carries on")
-                failing = True
-            else:
-                if failing:
-                    log.info("the alert sender works again")
-                failing = False
-            if self._stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=SWEEP)
-
-    def stop(self) -> None:
-        """End ``run`` after the flush in progress (never in the middle of a database call)."""
-        self._stopping = True
-        self._wake.set()
+    def sweep(self) -> float:
+        return SWEEP  # read at each pass: a test may change it
 
     async def _space(self, channel: str, kind: str = "post") -> None:
         metrics.ALERTS_POSTED.labels(kind).inc()

@@ -202,7 +202,11 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     webhooks = {
         NOTIFICATIONS: notifications.handle,
         PAGERDUTY_WEBHOOK: pagerduty_webhook(
-            settings.pagerduty_webhook_secret, sessions, incidents, clock
+            settings.pagerduty_webhook_secret,
+            sessions,
+            incidents,
+            clock,
+            body_timeout=settings.http_body_timeout,
         ),
     }
     return Bot(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Incident, OutboxPost, TimelineEvent
@@ -68,6 +69,38 @@ def owe(
             attempts=0,
         )
     )
+
+
+async def told(
+    session: AsyncSession,
+    incident: Incident,
+    now: datetime,
+    kind: str,
+    text: str,
+    source: str,
+    *,
+    author: str | None = None,
+    post: str = "reply",
+    update_message: bool = True,
+) -> TimelineEvent:
+    """An info entry on the incident's timeline, posted (``post``: reply or close) and, where
+    it changes what the message shows, the message updated."""
+    entry = TimelineEvent(
+        incident_id=incident.id,
+        at=now,
+        kind=kind,
+        region=None,
+        severity=Severity.INFO.value,
+        text=text,
+        source=source,
+        author=author,
+    )
+    session.add(entry)
+    await session.flush()
+    owe(session, incident, post, now, entry)
+    if update_message:
+        owe(session, incident, "update", now)
+    return entry
 
 
 class Incidents:
@@ -154,19 +187,8 @@ class Incidents:
         recovered_at = max(s for s in since if s is not None)
         incident.closed_at = now
         incident.time_to_recover = _seconds(recovered_at, incident.began_at)
-        entry = TimelineEvent(
-            incident_id=incident.id,
-            at=now,
-            kind="Closed",
-            region=None,
-            severity=Severity.INFO.value,
-            text=f"every region healthy for {self.fleet.watch.settle:g} s",
-            source="bot",
-        )
-        session.add(entry)
-        await session.flush()
-        owe(session, incident, "close", now, entry)
-        owe(session, incident, "update", now)
+        text = f"every region healthy for {self.fleet.watch.settle:g} s"
+        await told(session, incident, now, "Closed", text, "bot", post="close")
         if self.paging is not None:
             await self.paging.on_close(session, incident, now)
         return incident
@@ -185,48 +207,54 @@ class Incidents:
     async def note(
         self, session: AsyncSession, incident: Incident, author: str, text: str, now: datetime
     ) -> TimelineEvent:
-        entry = TimelineEvent(
-            incident_id=incident.id,
-            at=now,
-            kind="Note",
-            region=None,
-            severity=Severity.INFO.value,
-            text=text,
-            source="operator",
-            author=author,
+        return await told(
+            session, incident, now, "Note", text, "operator", author=author, update_message=False
         )
-        session.add(entry)
-        await session.flush()
-        owe(session, incident, "reply", now, entry)
-        return entry
 
     async def acknowledge(
         self, session: AsyncSession, incident: Incident, who: str, via: str, now: datetime
     ) -> TimelineEvent | None:
         """Record who acknowledged the incident's page, from Slack (``who`` a user id: PagerDuty
         is told) or from PagerDuty (``who`` the agent's name: PagerDuty already knows). None when
-        it was acknowledged already: the first acknowledgement stands."""
-        if incident.acknowledged_at is not None:
+        it was acknowledged already or is closed: the first acknowledgement stands. One
+        conditional UPDATE decides, so a double click, two instances or a click racing the
+        webhook record one acknowledgement, whatever they read before."""
+        won = await session.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident.id,
+                Incident.acknowledged_at.is_(None),
+                Incident.closed_at.is_(None),
+            )
+            .values(acknowledged_at=now, acknowledged_by=who[:128], acknowledged_via=via)
+            .execution_options(synchronize_session=False)
+        )
+        await session.refresh(incident)  # the winner's values, or the other one's
+        if cast(CursorResult[Any], won).rowcount != 1:
             return None
-        incident.acknowledged_at, incident.acknowledged_by = now, who[:128]
-        incident.acknowledged_via = via
         slack = via == "slack"
-        entry = TimelineEvent(
-            incident_id=incident.id,
-            at=now,
-            kind="Acknowledged",
-            region=None,
-            severity=Severity.INFO.value,
-            text="page acknowledged in Slack" if slack else f"acknowledged in PagerDuty by {who}",
-            source="operator" if slack else "pagerduty",
+        entry = await told(
+            session,
+            incident,
+            now,
+            "Acknowledged",
+            "page acknowledged in Slack" if slack else f"acknowledged in PagerDuty by {who}",
+            "operator" if slack else "pagerduty",
             author=who[:64] if slack else None,  # a Slack user id, shown as a mention
         )
-        session.add(entry)
-        await session.flush()
-        owe(session, incident, "reply", now, entry)
-        owe(session, incident, "update", now)
         if slack and self.paging is not None:
             await self.paging.on_ack(session, incident, who, now)
+        return entry
+
+    async def resolved_in_pagerduty(
+        self, session: AsyncSession, incident: Incident, who: str, now: datetime
+    ) -> TimelineEvent:
+        """PagerDuty says the incident is resolved there: on the timeline, and no more triggers
+        (one would open a new alert). The incident itself closes by the bot's own rules."""
+        text = f"resolved in PagerDuty by {who}"
+        entry = await told(session, incident, now, "ResolvedInPagerDuty", text, "pagerduty")
+        if self.paging is not None:
+            await self.paging.on_resolved_in_pagerduty(session, incident, who, now)
         return entry
 
 

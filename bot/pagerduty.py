@@ -4,7 +4,9 @@ aiohttp, on the bot's one event loop: the official ``pagerduty`` package is sync
 requests), so it would block the loop or need a thread per page. The request and its answers
 follow https://developer.pagerduty.com/docs/events-api-v2-overview ("Response Codes & Retry
 Logic": 202 accepted; 400 invalid, not retried; 429 and 5xx and network errors retried after some
-time) and https://developer.pagerduty.com/docs/send-alert-event (the fields and their limits).
+time; any other 4xx is not PagerDuty judging the event, e.g. a proxy's 403/407/413 or a wrong URL's
+404, so it is retried too, and logged loudly by the sender) and
+https://developer.pagerduty.com/docs/send-alert-event (the fields and their limits).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Delivery:
     retry: bool
     reason: str
     retry_after: float | None = None
+    misdirected: bool = False  # a 4xx other than 400/429: a configuration to fix, not an outage
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -78,11 +81,15 @@ class EventsApi:
                 after = _retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return Delivery(False, True, f"unreachable: {str(exc) or type(exc).__name__}")
-        if status == 202 or 200 <= status < 300:
+        if 200 <= status < 300:
             return Delivery(True, False, "accepted")
+        if status == 400:
+            # The only answer PagerDuty documents as final: the event itself is invalid.
+            return Delivery(False, False, f"HTTP 400: {_errors(body)}")
         if status == 429:
             return Delivery(False, True, "rate limited (HTTP 429)", after)
         if status >= 500:
             return Delivery(False, True, f"HTTP {status}", after)
-        # 400 (and any other 4xx): the event itself is wrong; sending it again cannot help.
-        return Delivery(False, False, f"HTTP {status}: {_errors(body)}")
+        # Another 4xx (401/403/404/408/413...): a proxy or a wrong URL, not PagerDuty refusing
+        # the event; it can heal, so retried with backoff (``misdirected`` logs it as an error).
+        return Delivery(False, True, f"HTTP {status}: {_errors(body)}", after, misdirected=True)

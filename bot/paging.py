@@ -2,11 +2,17 @@
 
 An incident is paged at its first event whose severity pages (PAGERDUTY_SEVERITIES, default
 critical: Pool Down, RTO Exceeded, No Healthy Pool) and whose region has a routing key. It gets
-one dedup_key, kept in ``Incident.page_key``; every later event of the incident is another
-``trigger`` with that key, which PagerDuty appends to the open alert's log; the incident's close
-``resolve``s it; an acknowledgement in Slack ``acknowledge``s it. All of an incident's events go
-through the routing key of its first page: PagerDuty applies later events to an alert only when
-they come through the routing key that opened it
+one dedup_key, kept in ``Incident.page_key``; every later event of the incident whose severity
+pages is another ``trigger`` with that key and the event's own severity, which PagerDuty appends
+to the open alert's log; info events (Recovered, TrafficRestored) are not sent: once the alert is
+resolved, a trigger with its dedup_key opens a NEW alert
+(https://developer.pagerduty.com/docs/events-api-v2-overview, "Alert De-Duplication"), so only the
+incident's close speaks of the end, as a ``resolve``. Nothing more is triggered once PagerDuty says
+it resolved the incident (the V3 webhook's incident.resolved, a ``RESOLVED_IN_PAGERDUTY`` row), for
+an event in a silenced region, or for a pool flapping within its ``flap_window`` (the Slack thread
+holds those replies too); an acknowledgement in Slack ``acknowledge``s it. All of an incident's
+events go through the routing key of its first page: PagerDuty applies later events to an alert
+only when they come through the routing key that opened it
 (https://developer.pagerduty.com/docs/send-alert-event, "Alert De-Duplication").
 """
 
@@ -14,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import Incident, Page
+from bot.db.models import Incident, Page, Silence, TimelineEvent
 from bot.errors import ConfigError
 from bot.fleet import Fleet
 from bot.monitor import Event
@@ -30,6 +36,9 @@ from bot.settings import Settings, routing_pairs
 CLIENT = "failover-bot"  # the Events API's ``client``: shown in PagerDuty as the event's sender
 # The incident's severity as PagerDuty's payload.severity (critical, error, warning or info).
 PD_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
+# A Page row never sent (written sent): PagerDuty resolved the incident, so no trigger follows.
+RESOLVED_IN_PAGERDUTY = "pd-resolved"
+FAILING = {"PoolDown", "PoolDegraded"}
 
 
 @dataclass(frozen=True)
@@ -104,13 +113,14 @@ class Paging:
         summary: str,
         region: str | None,
         details: dict[str, Any] | None = None,
+        severity: str | None = None,
     ) -> Page:
         assert incident.page_key is not None
         return Page(
             created_at=now,
             incident_id=incident.id,
             action=action,
-            severity=PD_SEVERITY.get(incident.severity, "critical"),
+            severity=PD_SEVERITY.get(severity or incident.severity, "critical"),
             summary=summary[:SUMMARY_LIMIT],
             dedup_key=incident.page_key,
             region=region,
@@ -124,6 +134,45 @@ class Paging:
             select(Page.region).where(Page.incident_id == incident.id).order_by(Page.id).limit(1)
         )
         return found
+
+    async def _silenced(self, session: AsyncSession, region: str, now: datetime) -> bool:
+        found = await session.scalar(
+            select(Silence.id)
+            .where(Silence.region == region, Silence.ended_at.is_(None), Silence.until > now)
+            .limit(1)
+        )
+        return found is not None
+
+    async def _resolved_in_pagerduty(self, session: AsyncSession, incident: Incident) -> bool:
+        found = await session.scalar(
+            select(Page.id)
+            .where(Page.incident_id == incident.id, Page.action == RESOLVED_IN_PAGERDUTY)
+            .limit(1)
+        )
+        return found is not None
+
+    async def _flapping(
+        self, session: AsyncSession, incident: Incident, region: str, now: datetime
+    ) -> bool:
+        """The pool failed again after recovering within its flap window (as bot.alerts holds
+        its thread replies): PagerDuty is not told every swing, the open alert stays open."""
+        since = now - timedelta(seconds=self.fleet.watch.flap_window)
+        kinds = await session.scalars(
+            select(TimelineEvent.kind)
+            .where(
+                TimelineEvent.incident_id == incident.id,
+                TimelineEvent.region == region,
+                TimelineEvent.at >= since,
+            )
+            .order_by(TimelineEvent.at, TimelineEvent.id)
+        )
+        recovered = False
+        for kind in kinds:
+            if kind == "Recovered":
+                recovered = True
+            elif kind in FAILING and recovered:
+                return True
+        return False
 
     def _details(self, incident: Incident, event: Event) -> dict[str, Any]:
         region = self.fleet.regions.get(event.region)
@@ -148,23 +197,29 @@ class Paging:
     async def on_event(
         self, session: AsyncSession, incident: Incident, event: Event, now: datetime
     ) -> Page | None:
-        """The page ``event`` owes, if any: the first paging event triggers, later ones update."""
-        if not self.policy.enabled:
+        """The page ``event`` owes, if any: the first paging event triggers, later paging events
+        update the alert; events whose severity does not page are never sent."""
+        if not self.policy.enabled or event.severity.value not in self.policy.severities:
             return None
+        if await self._silenced(session, event.region, now):
+            return None  # a silenced region pages nobody (its Slack replies are muted too)
         host = self.fleet.load_balancer.hostname
         what = f"{event.kind.value} {event.region}: {event.evidence}"
         if incident.page_key is None:
-            if event.severity.value not in self.policy.severities:
-                return None
             if self.policy.key_for(event.region) is None:
                 return None  # only some regions have keys, and not this one
             incident.page_key = dedup_key(host, incident)
             summary = f"[{host}] Incident #{incident.id}: {incident.title} ({what})"
             region: str | None = event.region
         else:
+            if await self._resolved_in_pagerduty(session, incident):
+                return None  # a trigger now would open a new alert for an incident said over
+            if await self._flapping(session, incident, event.region, now):
+                return None
             summary = f"[{host}] Incident #{incident.id} update: {what}"
             region = await self._region(session, incident)
-        page = self._page(incident, "trigger", now, summary, region, self._details(incident, event))
+        details = self._details(incident, event)
+        page = self._page(incident, "trigger", now, summary, region, details, event.severity.value)
         session.add(page)
         return page
 
@@ -176,6 +231,18 @@ class Paging:
         session.add(
             self._page(incident, "resolve", now, summary, await self._region(session, incident))
         )
+
+    async def on_resolved_in_pagerduty(
+        self, session: AsyncSession, incident: Incident, who: str, now: datetime
+    ) -> None:
+        """PagerDuty resolved the incident's alert: marked, so no trigger reopens it."""
+        if incident.page_key is None:
+            return
+        page = self._page(
+            incident, RESOLVED_IN_PAGERDUTY, now, f"resolved in PagerDuty by {who}", None
+        )
+        page.sent_at, page.result = now, "resolved in PagerDuty"
+        session.add(page)
 
     async def on_ack(
         self, session: AsyncSession, incident: Incident, who: str, now: datetime

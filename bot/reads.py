@@ -58,6 +58,9 @@ class IncidentView:
     silenced_until: Mapping[str, datetime] = field(default_factory=dict)  # region -> until
     # PagerDuty: paged at all, and who acknowledged the page, when, where (slack, pagerduty).
     paged: bool = False
+    # The incident's first trigger in the page outbox: None queued, "retrying: ...", "accepted",
+    # "failed: ..." or "skipped: ..." (what the page sender wrote in pages.result).
+    page_result: str | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     acknowledged_via: str | None = None

@@ -70,7 +70,14 @@ class IncidentRecords:
             if incident.closed_at is not None:
                 return Acknowledgement("closed")
             now = self.clock()
-            await self.incidents.acknowledge(session, incident, who, "slack", now)
+            if await self.incidents.acknowledge(session, incident, who, "slack", now) is None:
+                # Lost a race (another click, the webhook, the close) since the checks above.
+                if incident.closed_at is not None and incident.acknowledged_at is None:
+                    return Acknowledgement("closed")
+                return Acknowledgement(
+                    "already", incident.acknowledged_by, incident.acknowledged_via,
+                    incident.acknowledged_at,
+                )  # fmt: skip
             return Acknowledgement("acknowledged", who, "slack", now)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot import metrics
+from bot import metrics, sender_loop
 from bot.alerts import Alerts
 from bot.db.engine import database_error
 from bot.db.lease import LeaderLease
@@ -182,20 +182,10 @@ class Leadership:
     async def _stop_sender(self) -> None:
         """End the senders after the flush in progress (cancelled only if they hang)."""
         pager, self._pager = self._pager, None
-        if pager is not None and self.pages is not None:
-            self.pages.stop()
-            _, late = await asyncio.wait([pager], timeout=5.0)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(pager, return_exceptions=True)
+        if self.pages is not None:
+            await sender_loop.end(self.pages, pager)
         sender, self._sender = self._sender, None
-        if sender is None:
-            return
-        self.alerts.stop()
-        _, late = await asyncio.wait([sender], timeout=5.0)
-        for task in late:
-            task.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
+        await sender_loop.end(self.alerts, sender)
 
     async def stop(self) -> None:
         """Stop cleanly: no new job runs, running ones reach their commit, then let go."""

@@ -4,6 +4,7 @@ at most one event), the V3 webhook's signature, and the Acknowledge button's che
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,9 +19,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.access import Access
+from bot.alerts import incident_view
 from bot.db.audit import SqlAuditTrail
 from bot.db.engine import create_engine, sessionmaker
-from bot.db.models import Incident, OutboxPost, Page, TimelineEvent
+from bot.db.models import Incident, OutboxPost, Page, Silence, TimelineEvent
 from bot.errors import ConfigError
 from bot.fleet import AccessSettings, Fleet
 from bot.incidents import Incidents
@@ -36,6 +38,7 @@ from bot.sandbox.servers import LocalServer
 from bot.settings import Settings
 from bot.slack.pagerduty_webhook import pagerduty_webhook, signed
 from bot.status import StatusService
+from bot.views.alerts import incident_blocks
 from commands.base import Services
 from commands.router import Router
 
@@ -108,17 +111,33 @@ async def test_critical_event_triggers_once_later_events_update_close_resolves(
     await rig.events(ev(EventKind.POOL_DOWN, "us-east", 5))
     key = (await rig.incident()).page_key
     assert key is not None and "incident-1" in key and len(key) <= 255
-    await rig.events(ev(EventKind.FAILOVER_TRIGGERED, "us-east", 8))
-    await rig.events(ev(EventKind.RECOVERED, "us-east", 60))
+    await rig.events(ev(EventKind.FAILOVER_TRIGGERED, "us-east", 8))  # warning: not sent
+    await rig.events(ev(EventKind.RTO_EXCEEDED, "us-east", 30))  # critical: appended
+    await rig.events(ev(EventKind.RECOVERED, "us-east", 60))  # info: only the close resolves
+    await rig.events(ev(EventKind.TRAFFIC_RESTORED, "us-east", 61))
     await rig.close()
     pages = await rig.pages()
-    assert [p.action for p in pages] == ["trigger", "trigger", "trigger", "resolve"]
+    # A trigger after PagerDuty resolved the alert would open a new one: none for the end.
+    assert [p.action for p in pages] == ["trigger", "trigger", "resolve"]
     assert {p.dedup_key for p in pages} == {key}  # one alert, appended to
     assert all(p.region == "us-east" for p in pages)  # the first page's routing key for all
-    assert all(p.severity == "critical" for p in pages)  # the incident's severity, kept
     assert "us-east down" in pages[0].summary and "PoolDown us-east" in pages[0].summary
-    assert "update: FailoverTriggered us-east" in pages[1].summary
-    assert "resolved" in pages[3].summary
+    assert "update: RTOExceeded us-east" in pages[1].summary
+    assert "resolved" in pages[2].summary
+
+
+async def test_follow_up_triggers_carry_the_events_own_severity(
+    fleet: Fleet, engine_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rig = make_rig(fleet, engine_sessions, policy(severities=frozenset({"critical", "warning"})))
+    await rig.events(ev(EventKind.POOL_DOWN, "us-east"))
+    await rig.events(ev(EventKind.FAILOVER_TRIGGERED, "us-east", 8))
+    await rig.events(ev(EventKind.RECOVERED, "us-east", 60))
+    pages = await rig.pages()
+    assert [(p.action, p.severity) for p in pages] == [
+        ("trigger", "critical"),
+        ("trigger", "warning"),  # not the incident's critical
+    ]
 
 
 async def test_no_healthy_pool_and_rto_exceeded_page(
@@ -215,11 +234,14 @@ def sender(
     return PageSender(rig.sessions, EventsApi(url or pd.events_url, http), pol, rig.clock)
 
 
-async def paged_rig(fleet: Fleet, sessions: async_sessionmaker[AsyncSession], key: str) -> Rig:
+async def paged_rig(
+    fleet: Fleet, sessions: async_sessionmaker[AsyncSession], key: str, *, close: bool = True
+) -> Rig:
     rig = make_rig(fleet, sessions, PagingPolicy(default_key=key))
     await rig.events(ev(EventKind.POOL_DOWN, "us-east"))
-    await rig.events(ev(EventKind.FAILOVER_TRIGGERED, "us-east", 5))
-    await rig.close()
+    await rig.events(ev(EventKind.RTO_EXCEEDED, "us-east", 5))
+    if close:
+        await rig.close()
     return rig
 
 
@@ -229,9 +251,11 @@ async def test_pages_go_out_in_order_and_once(
     pagerduty: PagerDutyStandIn,
     http: aiohttp.ClientSession,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     pages = sender(rig, pagerduty, http)
-    assert await pages.flush() == 3
+    assert await pages.flush() == 2
+    await rig.close()
+    assert await pages.flush() == 1
     assert await pages.flush() == 0  # nothing sent twice
     [alert] = pagerduty.alerts
     assert [e["action"] for e in alert.log] == ["trigger", "trigger", "resolve"]
@@ -247,7 +271,7 @@ async def test_outage_backs_off_then_everything_goes_out_in_order(
     http: aiohttp.ClientSession,
     status: int,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     pages = sender(rig, pagerduty, http)
     pagerduty.fail(status, count=2)
     assert await pages.flush() == 0
@@ -262,7 +286,9 @@ async def test_outage_backs_off_then_everything_goes_out_in_order(
     first = (await rig.pages())[0]
     assert first.attempts == 2 and first.next_attempt_at == rig.clock() + timedelta(seconds=4)
     rig.clock.now += timedelta(seconds=4)
-    assert await pages.flush() == 3  # healed: the trigger first, then the rest, in order
+    assert await pages.flush() == 2  # healed: the trigger first, then the rest, in order
+    await rig.close()
+    assert await pages.flush() == 1
     [alert] = pagerduty.alerts
     assert [e["action"] for e in alert.log] == ["trigger", "trigger", "resolve"]
 
@@ -273,7 +299,7 @@ async def test_retry_after_is_honoured(
     pagerduty: PagerDutyStandIn,
     http: aiohttp.ClientSession,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     pagerduty.fail(429, count=1, retry_after=30)
     assert await sender(rig, pagerduty, http).flush() == 0
     first = (await rig.pages())[0]
@@ -286,14 +312,14 @@ async def test_unreachable_pagerduty_is_retried(
     pagerduty: PagerDutyStandIn,
     http: aiohttp.ClientSession,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     await pagerduty.server.stop_listening()
     assert await sender(rig, pagerduty, http).flush() == 0
     first = (await rig.pages())[0]
     assert first.sent_at is None and "unreachable" in (first.result or "")
     await pagerduty.server.start()
     rig.clock.now += timedelta(seconds=2)
-    assert await sender(rig, pagerduty, http).flush() == 3
+    assert await sender(rig, pagerduty, http).flush() == 2
 
 
 async def test_invalid_event_fails_once_with_the_reason_and_is_not_retried(
@@ -303,20 +329,20 @@ async def test_invalid_event_fails_once_with_the_reason_and_is_not_retried(
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     async with rig.sessions.begin() as session:
         first = await session.get(Page, 1)
         assert first is not None
         first.summary = ""  # PagerDuty requires payload.summary
     pages = sender(rig, pagerduty, http)
-    assert await pages.flush() == 2  # the rest still goes out behind it
+    assert await pages.flush() == 1  # the rest still goes out behind it
     failed = (await rig.pages())[0]
     assert failed.sent_at is not None and failed.attempts == 1
     assert failed.result is not None and failed.result.startswith("failed: HTTP 400")
     assert "payload.summary" in failed.result
     assert await pages.flush() == 0
     assert sum("refused" in r.getMessage() for r in caplog.records) == 1
-    assert len(pagerduty.events) == 3  # never sent again
+    assert len(pagerduty.events) == 2  # never sent again
 
 
 async def test_a_crash_between_answer_and_mark_repeats_at_most_one(
@@ -325,7 +351,7 @@ async def test_a_crash_between_answer_and_mark_repeats_at_most_one(
     pagerduty: PagerDutyStandIn,
     http: aiohttp.ClientSession,
 ) -> None:
-    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key)
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
     crashing = sender(rig, pagerduty, http)
     marked = 0
     finish = crashing._finish
@@ -340,6 +366,7 @@ async def test_a_crash_between_answer_and_mark_repeats_at_most_one(
     crashing._finish = crash_on_second  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         await crashing.flush()
+    await rig.close()
     assert await sender(rig, pagerduty, http).flush() == 2  # a new leader carries on
     sent = [json.dumps(e["body"], sort_keys=True) for e in pagerduty.events]
     assert len(sent) == 4 and len(set(sent)) == 3  # exactly one event twice
@@ -550,3 +577,212 @@ async def test_unpaged_or_closed_incidents_are_refused(buttons: Buttons) -> None
     said = await buttons.click("1")
     assert "is over" in said
     assert await state(buttons.rig) == before
+
+
+# ---------------------------------------------------------------------- review findings
+
+
+async def shown(rig: Rig) -> str:
+    """The incident message as Slack shows it, from what is in the database now."""
+    async with rig.sessions() as session:
+        incident = await session.get(Incident, 1)
+        assert incident is not None
+        view = await incident_view(session, incident, rig.fleet, None, rig.clock())
+    return render_message({"blocks": [b.to_dict() for b in incident_blocks(view)], "text": ""})
+
+
+async def owed_updates(rig: Rig) -> int:
+    async with rig.sessions() as session:
+        rows = await session.scalars(
+            sa.select(OutboxPost).where(OutboxPost.kind == "update", OutboxPost.sent_at.is_(None))
+        )
+        return len(list(rows))
+
+
+async def test_message_tells_queued_retrying_accepted_and_refused_pages(
+    fleet: Fleet,
+    engine_sessions: async_sessionmaker[AsyncSession],
+    pagerduty: PagerDutyStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
+    assert "Paging PagerDuty…" in await shown(rig) and "[Acknowledge]" not in await shown(rig)
+    pages = sender(rig, pagerduty, http)
+    pagerduty.fail(503, count=1)
+    before = await owed_updates(rig)
+    await pages.flush()
+    text = await shown(rig)
+    assert "Paging PagerDuty: retrying, HTTP 503" in text and "Paged PagerDuty" not in text
+    assert "[Acknowledge]" not in text
+    assert await owed_updates(rig) == before + 1  # the message is updated to say so
+    rig.clock.now += timedelta(seconds=2)
+    await pages.flush()
+    text = await shown(rig)
+    assert "Paged PagerDuty · not acknowledged yet" in text and "[Acknowledge]" in text
+    assert await owed_updates(rig) == before + 2
+
+    async with rig.sessions.begin() as session:
+        first = await session.get(Page, 1)
+        assert first is not None
+        first.sent_at, first.result = rig.clock(), "failed: HTTP 400: 'payload.summary' missing"
+    text = await shown(rig)
+    assert "PagerDuty refused the page: HTTP 400" in text and "[Acknowledge]" not in text
+
+
+async def test_other_4xx_is_retried_and_logged_as_an_error_once(
+    fleet: Fleet,
+    engine_sessions: async_sessionmaker[AsyncSession],
+    pagerduty: PagerDutyStandIn,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="bot.pages")
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
+    pages = sender(rig, pagerduty, http)
+    pagerduty.fail(403, count=2)  # a proxy refusing, twice
+    await pages.flush()
+    rig.clock.now += timedelta(seconds=2)
+    await pages.flush()
+    first = (await rig.pages())[0]
+    assert first.sent_at is None and (first.result or "").startswith("retrying: HTTP 403")
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "403" in r.getMessage()]
+    assert len(errors) == 1 and "PAGERDUTY_EVENTS_URL" in errors[0].getMessage()
+    rig.clock.now += timedelta(seconds=4)
+    assert await pages.flush() == 2  # it healed: both go out
+    assert any("accepts events again" in r.getMessage() for r in caplog.records)
+
+
+async def test_retry_after_is_capped_at_the_longest_backoff(
+    fleet: Fleet,
+    engine_sessions: async_sessionmaker[AsyncSession],
+    pagerduty: PagerDutyStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
+    pagerduty.fail(429, count=1, retry_after=86400)
+    await sender(rig, pagerduty, http).flush()
+    first = (await rig.pages())[0]
+    assert first.next_attempt_at == rig.clock() + timedelta(seconds=300)
+
+
+async def test_a_page_overtaken_by_the_close_is_not_sent(
+    fleet: Fleet,
+    engine_sessions: async_sessionmaker[AsyncSession],
+    pagerduty: PagerDutyStandIn,
+    http: aiohttp.ClientSession,
+) -> None:
+    rig = await paged_rig(fleet, engine_sessions, pagerduty.routing_key, close=False)
+    pages = sender(rig, pagerduty, http)
+    pagerduty.fail(503, count=1)
+    await pages.flush()  # the trigger backs off...
+    await rig.close()  # ...and the incident is over before it is due
+    rig.clock.now += timedelta(seconds=2)
+    assert await pages.flush() == 0
+    assert len(pagerduty.events) == 1 and pagerduty.alerts == []  # nobody woken
+    assert {p.result for p in await rig.pages()} == {"skipped: resolved before delivery"}
+    assert "PagerDuty not paged: the incident was resolved before" in await shown(rig)
+
+
+async def test_a_silenced_region_pages_nobody(
+    fleet: Fleet, engine_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rig = make_rig(fleet, engine_sessions, policy())
+    async with rig.sessions.begin() as session:
+        session.add(
+            Silence(region="us-east", until=T0 + timedelta(hours=1), reason="maintenance",
+                    created_by="U0OPERATOR", created_at=T0)
+        )  # fmt: skip
+    await rig.events(ev(EventKind.POOL_DOWN, "us-east"))
+    assert await rig.pages() == [] and (await rig.incident()).page_key is None
+    await rig.events(ev(EventKind.POOL_DOWN, "eu-west", 5))  # not silenced: pages
+    [page] = await rig.pages()
+    assert "PoolDown eu-west" in page.summary
+    await rig.events(ev(EventKind.RTO_EXCEEDED, "us-east", 9))  # the silenced one: not sent
+    assert len(await rig.pages()) == 1
+
+
+async def test_a_flapping_pool_does_not_update_the_alert_at_every_swing(
+    fleet: Fleet, engine_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rig = make_rig(fleet, engine_sessions, policy())
+    await rig.events(ev(EventKind.POOL_DOWN, "us-east"))
+    await rig.events(ev(EventKind.RECOVERED, "us-east", 10))
+    await rig.events(ev(EventKind.POOL_DOWN, "us-east", 20))  # down again within the window
+    assert [p.action for p in await rig.pages()] == ["trigger"]
+    rig.clock.now += timedelta(seconds=fleet.watch.flap_window + 15)  # the recovery is older
+    await rig.events(ev(EventKind.POOL_DOWN, "us-east", fleet.watch.flap_window + 15))
+    assert [p.action for p in await rig.pages()] == ["trigger", "trigger"]  # window over
+
+
+async def test_resolved_in_pagerduty_is_recorded_and_stops_triggers(paged_incident: Rig) -> None:
+    rig = paged_incident
+    key = (await rig.incident()).page_key
+    assert key is not None
+    body = webhook(key, "incident.resolved")
+    status, answer = await post_webhook(rig, SECRET, body, sign(body))
+    assert status == 202 and "resolved in PagerDuty" in str(answer["result"])
+    assert "ResolvedInPagerDuty: resolved in PagerDuty by Pat Oncall" in await timeline(rig)
+    await rig.events(ev(EventKind.RTO_EXCEEDED, "us-east", 30))  # would open a new alert
+    assert [p.action for p in await rig.pages() if p.sent_at is None] == ["trigger"]
+
+
+async def test_a_stale_read_cannot_record_a_second_acknowledgement(paged_incident: Rig) -> None:
+    rig = paged_incident
+    async with rig.sessions() as session:
+        stale = await session.get(Incident, 1)  # read before anyone acknowledged
+    assert stale is not None and stale.acknowledged_at is None
+    async with rig.sessions.begin() as session:
+        first = await session.get(Incident, 1)
+        assert first is not None
+        assert await rig.incidents.acknowledge(session, first, "U0A", "slack", rig.clock())
+    async with rig.sessions.begin() as session:
+        again = await session.merge(stale, load=False)  # the other click, with its stale read
+        assert (
+            await rig.incidents.acknowledge(session, again, "Pat", "pagerduty", rig.clock()) is None
+        )
+    acks = [t for t in await timeline(rig) if t.startswith("Acknowledged")]
+    assert acks == ["Acknowledged: page acknowledged in Slack"]
+    incident = await rig.incident()
+    assert incident.acknowledged_by == "U0A" and incident.acknowledged_via == "slack"
+    assert [p.action for p in await rig.pages()] == ["trigger", "acknowledge"]
+
+
+async def test_an_ack_from_pagerduty_on_a_closed_incident_records_nothing(
+    paged_incident: Rig,
+) -> None:
+    rig = paged_incident
+    await rig.close()
+    key = (await rig.incident()).page_key
+    assert key is not None
+    before = await timeline(rig)
+    for kind in ("incident.acknowledged", "incident.resolved"):
+        body = webhook(key, kind)
+        status, answer = await post_webhook(rig, SECRET, body, sign(body))
+        assert status == 202 and answer["result"] == "incident 1 is already closed"
+    assert (await rig.incident()).acknowledged_at is None
+    assert await timeline(rig) == before
+
+
+async def test_webhook_body_too_big_or_too_slow_is_refused(paged_incident: Rig) -> None:
+    rig = paged_incident
+    app = web.Application()
+    handler = pagerduty_webhook(SECRET, rig.sessions, rig.incidents, rig.clock, body_timeout=0.5)
+    app.router.add_post("/pagerduty/webhooks", handler)
+    server = LocalServer(app)
+    await server.start()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"event": '
+        await asyncio.sleep(2)
+        yield b"{}}"
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"{server.url}/pagerduty/webhooks"
+            async with http.post(url, data=b"x" * (65 * 1024)) as resp:
+                assert resp.status == 413 and "over" in (await resp.json())["error"]
+            async with http.post(url, data=trickle()) as resp:
+                assert resp.status == 408 and "0.5 s" in (await resp.json())["error"]
+    finally:
+        await server.close()
+    assert (await rig.incident()).acknowledged_at is None

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.assembly import Bot, migrated_bot
-from bot.sandbox.gateways import CHECKS, MODES
 from bot.sandbox.alerting import Delivery
+from bot.sandbox.gateways import CHECKS, MODES
 from bot.sandbox.pagerduty import Alert
 from bot.sandbox.render import render_message
 from bot.sandbox.servers import LocalServer

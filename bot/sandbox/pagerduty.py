@@ -14,6 +14,7 @@ v1=<hex HMAC-SHA256 of the body>`` with its secret. It imports nothing from the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -68,6 +69,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+EVENTS_API_AGENT = "Events API integration"  # the agent of what an integration did
+
+
 class PagerDutyStandIn:
     def __init__(self, port: int | None = None) -> None:
         # A 32-character Integration Key, as PagerDuty gives one per Events API v2 integration.
@@ -78,6 +82,7 @@ class PagerDutyStandIn:
         self.fault: Fault | None = None
         self.listeners: list[Callable[[str, Alert], None]] = []  # (what happened, the alert)
         self._numbers = itertools.count(1)
+        self._deliveries: set[asyncio.Task[None]] = set()  # webhooks on their way out
         app = web.Application()
         app.router.add_post("/v2/enqueue", self._enqueue)
         app.router.add_post("/_sandbox/faults", self._set_fault)
@@ -98,6 +103,8 @@ class PagerDutyStandIn:
         await self.server.start()
 
     async def close(self) -> None:
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries, return_exceptions=True)
         await self.server.close()
 
     # What a test or the demo does to PagerDuty.
@@ -230,6 +237,14 @@ class PagerDutyStandIn:
         if action == "acknowledge" and alert.status == "triggered":
             alert.status = "acknowledged"
             self._tell("acknowledged by the bot", alert)
+            # PagerDuty tells the webhook subscribers of every acknowledgement, the Events
+            # API's too, after it answered (https://developer.pagerduty.com/docs/webhooks-overview,
+            # incident.acknowledged): the bot hears of its own acknowledgement.
+            task = asyncio.get_running_loop().create_task(
+                self._deliver("incident.acknowledged", alert, EVENTS_API_AGENT)
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         elif action == "resolve":
             alert.status = "resolved"
             self._tell("resolved", alert)

@@ -17,7 +17,6 @@ malformed, 408 a body too slow, 413 over 64 KiB; nothing is stored for any of th
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import CloudflareNotification
+from bot.slack.bodies import BodyRefused, read_body
 from bot.slack.guard import Refused, refusal
 
 log = logging.getLogger(__name__)
@@ -158,22 +158,10 @@ class NotificationReceiver:
             raise Refused(401, f"wrong {HEADER} (not CLOUDFLARE_WEBHOOK_SECRET)")
 
     async def _body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            raise Refused(413, f"body of {request.content_length} bytes, over 64 KiB")
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async with asyncio.timeout(self.body_timeout):
-                while chunk := await request.content.readany():
-                    size += len(chunk)
-                    if size > MAX_BODY:
-                        raise Refused(413, "body over 64 KiB")
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise Refused(408, f"body not received within {self.body_timeout:g} s") from None
-        except web.RequestPayloadError as exc:
-            raise Refused(400, f"malformed body: {str(exc).splitlines()[-1].strip()}") from None
-        return b"".join(chunks)
+            return await read_body(request, self.body_timeout, MAX_BODY)
+        except BodyRefused as refused:
+            raise Refused(refused.status, refused.reason) from None
 
     @staticmethod
     def _parse(raw: bytes) -> Payload:

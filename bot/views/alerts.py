@@ -100,7 +100,13 @@ def incident_blocks(view: IncidentView) -> list[Block]:
     if (paging := page_line(view)) is not None:
         blocks.append(context(paging))
     buttons = []
-    if view.paged and view.acknowledged_at is None and not closed:
+    # Only a page PagerDuty took can be acknowledged there.
+    if (
+        view.paged
+        and view.page_result == "accepted"
+        and view.acknowledged_at is None
+        and not closed
+    ):
         buttons.append(
             ButtonElement(
                 text="Acknowledge",
@@ -141,10 +147,20 @@ def incident_blocks(view: IncidentView) -> list[Block]:
 
 
 def page_line(view: IncidentView) -> str | None:
-    """PagerDuty's side of the incident: paged, and who acknowledged it where and when."""
+    """PagerDuty's side of the incident: what became of the page (still being sent, taken,
+    refused, overtaken by the incident's end), and who acknowledged it where and when."""
     if not view.paged:
         return None
+    result = view.page_result or ""
     if view.acknowledged_at is None:
+        if result.startswith("failed: "):
+            return f"📟 PagerDuty refused the page: {escape(result.removeprefix('failed: '))}"
+        if result.startswith("skipped: "):
+            return "📟 PagerDuty not paged: the incident was resolved before the page went out"
+        if result.startswith("retrying: "):
+            return f"📟 Paging PagerDuty: retrying, {escape(result.removeprefix('retrying: '))}"
+        if result != "accepted":
+            return "📟 Paging PagerDuty…"
         return "📟 Paged PagerDuty · not acknowledged yet"
     who = view.acknowledged_by or "someone"
     # From Slack the bot keeps the user id (a mention); from PagerDuty, the agent's name.
