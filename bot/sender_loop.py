@@ -39,8 +39,8 @@ class SenderLoop:
                 await self.flush()
             except Exception as exc:
                 if not failing and (reason := database_error(exc)) is not None:
-                    self.log.error("the %s failed: the database is unavailable (%s)", self.name,
-                                   reason)  # fmt: skip
+                    what = f"the {self.name} failed: the database is unavailable"
+                    self.log.error("%s (%s)", what, reason)
                 elif not failing:
                     self.log.exception("the %s failed; it carries on", self.name)
                 failing = True
