@@ -67,7 +67,6 @@ class Bot:
     # POST routes of other services on the HTTP app (Cloudflare's notifications, PagerDuty's
     # webhook), by path.
     webhooks: dict[str, Handler] = field(default_factory=dict)
-    paging: PagingPolicy = field(default_factory=PagingPolicy)
 
     async def verify_slack(self) -> None:
         """Check the bot token with Slack once, with retries (``serve`` does, before serving):
@@ -211,7 +210,7 @@ async def build_bot(settings: Settings, *, socket_mode: bool = False) -> Bot:
     }
     return Bot(
         settings, fleet, engine, prober, loadbalancer, http, router, slack, leadership, identity,
-        webhooks, paging,
+        webhooks,
     )  # fmt: skip
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 
 from bot.db.engine import database_error
 
 
-class SenderLoop:
+class SenderLoop(ABC):
     name = "sender"  # "the <name> failed", in the log
     log = logging.getLogger(__name__)  # each sender logs under its own module's name
 
@@ -19,8 +20,9 @@ class SenderLoop:
         self._wake = asyncio.Event()
         self._stopping = False
 
+    @abstractmethod
     async def flush(self) -> int:
-        raise NotImplementedError
+        """Send what is due; the number sent."""
 
     def sweep(self) -> float:
         """Seconds between two flushes when nothing wakes the loop."""
