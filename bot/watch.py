@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics, sightings
@@ -490,10 +490,24 @@ async def stored_state(
     return MonitorState.model_validate(stored.value)
 
 
+# The values are bound at execution, not in the statement: SQLAlchemy's statement cache keeps
+# the first statement it compiled, which would otherwise keep a whole dump of the monitor's state
+# (about 1 MB at 1,000 pools) alive for as long as the process runs.
+_UPDATE_STATE = (
+    update(StoredState)
+    .where(StoredState.name == bindparam("state_name"))
+    .values(
+        value=bindparam("state_value", type_=StoredState.value.type),
+        updated_at=bindparam("state_at", type_=StoredState.updated_at.type),
+    )
+    .execution_options(synchronize_session=False)  # the row is never loaded as an object
+)
+
+
 async def _store(session: AsyncSession, name: str, value: dict[str, object], now: datetime) -> None:
     # An UPDATE, not a load and an assignment: the row is never read back and decoded.
     changed = await session.execute(
-        update(StoredState).where(StoredState.name == name).values(value=value, updated_at=now)
+        _UPDATE_STATE, {"state_name": name, "state_value": value, "state_at": now}
     )
     if cast(CursorResult[Any], changed).rowcount == 0:
         session.add(StoredState(name=name, value=value, updated_at=now))
