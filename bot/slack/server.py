@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bot.db.engine import ping
 from bot.errors import ConfigError
 from bot.httplog import one_line_for_bad_http
-from bot.metrics import exposition
+from bot.metrics import exposition_chunks
 from bot.settings import Settings
 from bot.slack.guard import MAX_BODY, Refused, SlackGuard, refusal
 
@@ -48,14 +48,20 @@ def _bearer_ok(request: web.Request, token: str) -> bool:
 def metrics_handler(settings: Settings | None) -> Handler:
     token = settings.metrics_token if settings else None
 
-    async def prometheus(request: web.Request) -> web.Response:
+    async def prometheus(request: web.Request) -> web.StreamResponse:
         if token and not _bearer_ok(request, token):
             log.warning("refused GET /metrics from %s: no or wrong bearer token", request.remote)
             return web.json_response(
                 {"error": "missing or wrong Authorization bearer token (METRICS_TOKEN)"},
                 status=401,
             )
-        return web.Response(body=exposition(), content_type="text/plain", charset="utf-8")
+        # Sent in pieces as written (chunked): the page is never held whole (bot/metrics.py).
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        for chunk in exposition_chunks():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     return prometheus
 
