@@ -87,7 +87,10 @@ class Watch:
         return bool(events)
 
     async def _store_state(self, session: AsyncSession, now: datetime) -> None:
-        await _store(session, MONITOR_KEY, self.monitor.state.model_dump(mode="json"), now)
+        # Defaults left out (they load back as defaults): at 1,000 pools a third of the size,
+        # and each write's transient dict, JSON and SQLite copies with it.
+        state = self.monitor.state.model_dump(mode="json", exclude_defaults=True)
+        await _store(session, MONITOR_KEY, state, now)
         self._dirty, self._state_written = False, now
 
     def _publish_states(self) -> None:
