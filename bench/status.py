@@ -28,7 +28,7 @@ import asyncio
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.assembly import Bot, migrated_bot
@@ -132,8 +132,8 @@ def big_fleet(base: Fleet, gateways: list[Gateway]) -> Fleet:
         origins = [Origin(name=gw.region, url=gw.url) for gw in gateways[start : start + count]]
         start += count
         region = base.regions[name]
-        regions[name] = region.model_copy(
-            update={"origins": origins, "minimum_origins": min(region.minimum_origins, count)}
+        regions[name] = replace(
+            region, origins=origins, minimum_origins=min(region.minimum_origins, count)
         )
     return base.model_copy(update={"regions": regions})
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from bot.durations import parse_duration
 from bot.errors import ConfigError
@@ -50,14 +51,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Origin(_Model):
+# One Region and one Origin per pool and origin: slotted pydantic dataclasses, validated as the
+# models are, at a fifth of a model's memory (no dict of fields, no set of those given), some
+# 1.3 MB at 1,000 pools (bench/monitor.py).
+_PER_POOL = ConfigDict(extra="forbid")
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=_PER_POOL)
+class Origin:
     name: str = Field(min_length=1)
     url: HttpUrl
     weight: float = Field(default=1.0, ge=0, le=1)
     enabled: bool = True
 
 
-class Region(_Model):
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=_PER_POOL)
+class Region:
     name: str
     role: str = "secondary"
     pool: str = Field(min_length=1)
@@ -362,7 +371,7 @@ def parse_fleet(data: dict[str, Any], source: str = "failover.toml") -> Fleet:
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "is missing"
-        elif err["type"] == "extra_forbidden":
+        elif err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "is not a known key (check its spelling)"
         raise ConfigError(f"{source}: {key}: {msg}" if key else f"{source}: {msg}") from None
 

@@ -96,9 +96,7 @@ def test_unanswered_probes_say_nothing(fleet: Fleet) -> None:
 
 def test_degraded_pool_of_two_origins(fleet: Fleet) -> None:
     region = fleet.regions["us-east"]
-    two = region.model_copy(
-        update={"origins": [*region.origins, region.origins[0].model_copy(update={"name": "gw-2"})]}
-    )
+    two = replace(region, origins=[*region.origins, replace(region.origins[0], name="gw-2")])
     m = warmed(fleet.model_copy(update={"regions": {**fleet.regions, "us-east": two}}))
     other = ProbeResult("us-east", "gw-2", "http://y", Outcome.HEALTHY, "HTTP 200", at(2))
     m.observe(other, at(2)), m.observe(replace(other, at=at(3)), at(3))
