@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import sightings
 from bot import watch as watch_module
 from bot.db.engine import create_engine, sessionmaker
-from bot.db.models import CloudflareNotification, Incident, TimelineEvent
+from bot.db.models import CloudflareNotification, Incident, StoredState, TimelineEvent
 from bot.fleet import Fleet
 from bot.incidents import Incidents
 from bot.monitor import MonitorState
-from bot.watch import Watch
+from bot.watch import Watch, stored_state
 
 from .fakes import T0, FakeLoadBalancer, ListClock
 from .reading import incidents
@@ -361,3 +361,26 @@ def test_the_same_health_again_minutes_later_is_another_change() -> None:
     # Healthy and unhealthy again between two reads: the later event is its own change.
     again = T0 + timedelta(minutes=5)
     assert sightings.health_event(state, EU, False, again, again) is None
+
+
+async def test_a_new_leader_takes_over_the_state_as_it_was_written(world: World) -> None:
+    world.lb.set_health("eu-west", False)
+    await world.read(after=1)
+    await world.notify(False, after=1)
+    state = world.watch.monitor.state
+    assert state.failed_over and state.sightings  # something beyond the defaults to carry over
+    async with world.sessions.begin() as session:
+        await world.watch._store_state(session, world.clock())
+    assert await stored_state(world.sessions) == state
+    async with world.sessions() as session:
+        row = await session.get(StoredState, watch_module.MONITOR_KEY)
+    assert row is not None
+    # Written without its defaults: a track that holds nothing but defaults is an empty object.
+    us = row.value["pools"]["us-east"]
+    assert "cf_enabled" not in us and "gray_reported" not in us
+    # A state written whole, as earlier versions wrote it, loads the same.
+    async with world.sessions.begin() as session:
+        await watch_module._store(
+            session, watch_module.MONITOR_KEY, state.model_dump(mode="json"), world.clock()
+        )
+    assert await stored_state(world.sessions) == state

@@ -7,8 +7,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from bot import metrics
 from bot.db.engine import sessionmaker
 from bot.db.models import AuditEntry
 from bot.sandbox.render import render_message
@@ -162,3 +164,28 @@ async def test_metrics_in_prometheus_format(served: Served) -> None:
     assert 'failover_slack_replies_total{outcome="rejected"}' in text
     assert 'failover_cloudflare_calls_total{result="ok"}' in text
     assert "failover_probe_seconds_bucket" in text
+
+
+async def test_a_metrics_page_of_many_origins_is_sent_whole_in_pieces(served: Served) -> None:
+    # More origins than one chunk of the page holds (bot/metrics.py CHUNK): the scraper still
+    # gets one valid page with every origin's series, in the order they were written.
+    names = [f"o-{i:03d}" for i in range(2 * metrics.CHUNK + 50)]
+    for name in names:
+        metrics.origin_probes("chunked", name).observe(0.02, "healthy")
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{served.server.url}/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(resp.text)}
+    counts = [
+        s.labels["origin"]
+        for s in families["failover_probe_seconds"].samples
+        if s.name == "failover_probe_seconds_count" and s.labels["region"] == "chunked"
+    ]
+    assert counts == names
+    healthy = [
+        s.labels["origin"]
+        for s in families["failover_probe_results"].samples
+        if s.name == "failover_probe_results_total" and s.labels["region"] == "chunked"
+    ]
+    assert healthy == names
+    assert "failover_pool_state" in families and "failover_alerts_posted" in families
