@@ -5,7 +5,8 @@ each event a reply in its thread. Pool Down inhibits Pool Degraded for the same 
 regions get no replies except recoveries, but the message is posted and kept current whatever is
 silenced, and each silence and its end are announced in the channel (outbox rows without an
 incident); at most one reply per pool per ``flap_window`` (what
-waits is sent together after it), except what cannot wait: critical events and recoveries.
+waits is sent together after it), except what cannot wait: critical events and recoveries, which
+take along what waited before them, so that a thread always reads in the order things happened.
 A new incident's message goes before anything owed to older ones. The sender runs as soon as the
 watch commits what it owes (``wake``), and sweeps every second for what waits on a window; it
 paces only what Slack limits (api.slack.com/docs/rate-limits: chat.postMessage about one a second
@@ -272,8 +273,10 @@ class Alerts(SenderLoop):
                 region is not None and not closing and now - last_reply.get(region, never) < window
             )
             if held and not flapping(view.entries, region, now - window):
-                # What is critical or says it is over goes now; the rest waits for the window.
-                group = [r for r in group if events[r.event_id or -1].kind in URGENT]
+                # What is critical or says it is over goes now, with what waited before it (a
+                # thread reads in the order things happened); what came after waits.
+                urgent = [i for i, r in enumerate(group) if events[r.event_id or -1].kind in URGENT]
+                group = group[: urgent[-1] + 1] if urgent else []
             elif held:
                 group = []
             if not group:

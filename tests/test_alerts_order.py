@@ -223,12 +223,36 @@ async def test_critical_replies_and_recoveries_are_not_held_by_the_window(
         "  ↳ PoolDegraded eu-west",
         "  ↳ PoolDown eu-west",
     ]
+    await sender.flush(after=5)
+    assert sender.seen()[-1] != "  ↳ FailoverTriggered eu-west"  # still within the window
     sender.clock.advance(5)
     await sender.happen((K.RECOVERED, "eu-west"))
-    await sender.flush()  # a recovery goes at once too
-    assert sender.seen()[-2] == "  ↳ Recovered eu-west"
-    await sender.flush(after=60)  # the window over: what waited goes
-    assert sender.seen()[-1] == "  ↳ FailoverTriggered eu-west"
+    await sender.flush()  # a recovery goes at once, and takes what waited before it
+    assert sender.seen()[-2] == "  ↳ FailoverTriggered eu-west + Recovered eu-west"
+    await sender.flush(after=60)
+    assert sender.seen().count("  ↳ FailoverTriggered eu-west + Recovered eu-west") == 1
+
+
+async def test_a_thread_reads_in_the_order_things_happened(sender: Sender) -> None:
+    """What waited for the window never arrives after a later urgent reply of its pool: at
+    3 a.m. a Failover Triggered read under Traffic Restored says the opposite of the truth."""
+    await sender.happen((K.POOL_DOWN, "eu-west"))
+    await sender.flush()
+    sender.clock.advance(3)
+    await sender.happen((K.FAILOVER_TRIGGERED, "eu-west"))
+    await sender.flush()
+    sender.clock.advance(5)
+    await sender.happen((K.RECOVERED, "eu-west"), (K.POOL_DEGRADED, "apac-sg"))
+    await sender.flush()
+    sender.clock.advance(3)
+    await sender.happen((K.TRAFFIC_RESTORED, "eu-west"))
+    await sender.flush()
+    assert [t for t in sender.seen() if t.startswith("  ↳")] == [
+        "  ↳ PoolDown eu-west",
+        "  ↳ FailoverTriggered eu-west + Recovered eu-west",
+        "  ↳ PoolDegraded apac-sg",
+        "  ↳ TrafficRestored eu-west",
+    ]
 
 
 async def test_a_pool_that_fails_again_after_recovering_waits_for_the_window(

@@ -59,9 +59,13 @@ class Console:
         world.cloudflare.alerting.listeners.append(self._notified)
 
     def _notified(self, delivery: Delivery) -> None:
-        answer = f"HTTP {delivery.status}" if delivery.status else delivery.error
+        answer = (
+            f"the bot answered HTTP {delivery.status}"
+            if delivery.status
+            else f"not delivered: {delivery.error}"
+        )
         text = delivery.payload.get("text", "")
-        self.say(f"(Cloudflare notification to the bot: {text} -> {answer})")
+        self.say(f"(Cloudflare notified the bot: {text}; {answer})")
 
     def _paged(self, what: str, alert: Alert) -> None:
         latest = alert.log[-1].get("summary") if alert.log else None  # an update's own text

@@ -57,9 +57,9 @@ def test_demo_shows_notifications_arriving_and_a_page_triggered_then_resolved() 
     out = done.stdout
     assert "Traceback" not in out + done.stderr
     # Cloudflare's stand-in tells the bot, which takes it (200), both ways.
-    assert "(Cloudflare notification to the bot: Pool foundation-eu-west is now Unhealthy" in out
-    assert "(Cloudflare notification to the bot: Pool foundation-eu-west is now Healthy" in out
-    assert "-> HTTP 200)" in out
+    assert "(Cloudflare notified the bot: Pool foundation-eu-west is now Unhealthy" in out
+    assert "(Cloudflare notified the bot: Pool foundation-eu-west is now Healthy" in out
+    assert "; the bot answered HTTP 200)" in out
     # One alert in PagerDuty: triggered by the outage, resolved when the incident closed.
     assert "(PagerDuty: alert 1 triggered: [api.erlvinc.com] Incident #1: eu-west down" in out
     assert "(PagerDuty: alert 1 resolved:" in out
