@@ -58,8 +58,9 @@ def metrics_handler(settings: Settings | None) -> Handler:
         # Sent in pieces as written (chunked): the page is never held whole (bot/metrics.py).
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
-        for chunk in exposition_chunks():
-            await response.write(chunk)
+        if request.method != "HEAD":  # add_get answers HEAD too: headers only, or the
+            for chunk in exposition_chunks():  # page would be read as the next response
+                await response.write(chunk)
         await response.write_eof()
         return response
 

@@ -189,3 +189,13 @@ async def test_a_metrics_page_of_many_origins_is_sent_whole_in_pieces(served: Se
     ]
     assert healthy == names
     assert "failover_pool_state" in families and "failover_alerts_posted" in families
+
+
+async def test_head_metrics_then_get_on_one_connection(served: Served) -> None:
+    # A HEAD (an uptime checker's) gets headers only: a body after it would be read on the same
+    # keep-alive connection as the start of the next answer.
+    async with httpx.AsyncClient() as http:
+        head = await http.head(f"{served.server.url}/metrics")
+        get = await http.get(f"{served.server.url}/metrics")
+    assert head.status_code == 200 and head.content == b""
+    assert get.status_code == 200 and "failover_probe_seconds" in get.text
