@@ -168,6 +168,8 @@ async def test_another_account_403(receiving: Receiving) -> None:
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "a JSON list, not an object"),
         (json.dumps(alert() | {"ts": "yesterday"}).encode(), "ts"),
+        (json.dumps(alert() | {"ts": 99999999999999}).encode(), "ts"),  # past year 9999
+        (json.dumps(alert() | {"ts": -1}).encode(), "ts"),
         (json.dumps(alert() | {"data": [1]}).encode(), "data"),
     ],
 )

@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from bot.cloudflare_api.budget import Spend
 from bot.cloudflare_api.cloudflare import CloudflareLoadBalancer
@@ -289,6 +290,13 @@ async def run_setup(
     base = url or settings.public_url
     if not base:
         say("PUBLIC_URL is not set: set it to the bot's public https base URL, or pass --url")
+        return 2
+    parts = urlsplit(base)
+    # Cloudflare posts from the internet: https, except to a loopback address (the sandbox).
+    if parts.scheme != "https" and not (
+        parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+    ):
+        say(f"{base!r} is not the bot's public https base URL (e.g. https://failover.example.com)")
         return 2
     if not settings.cloudflare_configured:
         say(

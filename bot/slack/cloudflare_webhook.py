@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import CloudflareNotification
@@ -48,7 +48,8 @@ class Payload(BaseModel):
     name: str = ""
     text: str = ""
     data: dict[str, Any] = {}
-    ts: int | None = None
+    # Seconds since the epoch; bounded to what a datetime holds (a wild value is a bad body).
+    ts: int | None = Field(default=None, ge=0, le=253_402_300_799)
     account_id: str | None = None
     policy_id: str | None = None
     policy_name: str | None = None

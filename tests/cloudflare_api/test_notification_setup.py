@@ -164,6 +164,10 @@ async def test_failures_are_one_line_and_exit_2(
     no_url = settings.model_copy(update={"public_url": None})
     code, said = await setup(no_url, world)
     assert code == 2 and said.startswith("PUBLIC_URL is not set")
+    for wrong in ("ftp://bot.example.com", "http://bot.example.com", "bot.example.com"):
+        code, said = await setup(settings.model_copy(update={"public_url": wrong}), world)
+        assert code == 2 and "is not the bot's public https base URL" in said, wrong
+    assert writes(world) == []
     # The bot does not know the secret yet: Cloudflare's test is refused, nothing is created.
     endpoint.secret = "another"
     async with httpx.AsyncClient() as http:
