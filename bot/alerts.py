@@ -275,8 +275,9 @@ class Alerts(SenderLoop):
             if held and not flapping(view.entries, region, now - window):
                 # What is critical or says it is over goes now, with what waited before it (a
                 # thread reads in the order things happened); what came after waits.
-                urgent = [i for i, r in enumerate(group) if events[r.event_id or -1].kind in URGENT]
-                group = group[: urgent[-1] + 1] if urgent else []
+                kinds = [events[r.event_id or -1].kind for r in group]
+                last = max((i for i, k in enumerate(kinds) if k in URGENT), default=-1)
+                group = group[: last + 1]
             elif held:
                 group = []
             if not group:
